@@ -1,0 +1,107 @@
+// The portable reference backend: tiled over keys, online softmax, every dot product and
+// accumulation in double. Slow and clear; the contract every faster backend is tested against.
+//
+// For one query row q and visible keys k_j (scale s), it computes (SPEC §2)
+//   m = max_j s q.k_j,   l = sum_j exp(s q.k_j - m),   out = sum_j exp(s q.k_j - m) v_j / l,
+//   lse = m + log(l),
+// one key tile at a time: a tile raises the running max to m', the running sums are rescaled
+// by exp(m - m') and the tile's terms added (the flash-attention recurrence). The order of
+// tiles is fixed by the spans, never by the chunking of the call.
+#ifndef FAM_BACKEND_REFERENCE_HPP_
+#define FAM_BACKEND_REFERENCE_HPP_
+
+#include <cmath>
+
+#include "../detail/key_spans.hpp"
+#include "../detail/math.hpp"
+#include "backend.hpp"
+
+FAM_NAMESPACE_BEGIN
+
+/// Scalar, double-precision, portable.
+struct reference_backend : backend_tag {
+  static constexpr const char* name() noexcept { return "reference"; }
+  /// Largest head dimension: the row accumulator lives on the stack.
+  static constexpr index_t max_head_dim = 1024;
+  /// Keys per tile of the online softmax.
+  static constexpr index_t key_tile = 64;
+};
+
+namespace kernel {
+
+/// Online-softmax state of one query row: running max m, running sum l, accumulator acc[D].
+struct reference_row_state {
+  double m = detail::neg_inf;
+  double l = 0.0;
+  double acc[reference_backend::max_head_dim];  // [D]
+};
+
+inline double dot(const float* a, const float* b, index_t n) noexcept {
+  double s = 0.0;
+  for (index_t d = 0; d < n; ++d) s += static_cast<double>(a[d]) * static_cast<double>(b[d]);
+  return s;
+}
+
+/// Adds the first `count` keys of `span` to the row state.
+inline void reference_add_span(reference_row_state& st, const float* q, const key_span& span,
+                               index_t count, index_t head_dim, double scale) noexcept {
+  double logits[reference_backend::key_tile];  // [tile]
+  for (index_t j0 = 0; j0 < count; j0 += reference_backend::key_tile) {
+    const index_t tile = count - j0 < reference_backend::key_tile ? count - j0
+                                                                   : reference_backend::key_tile;
+    // pass 1: logits and the tile max
+    double tile_max = detail::neg_inf;
+    for (index_t j = 0; j < tile; ++j) {
+      logits[j] = scale * dot(q, span.k + (j0 + j) * span.k_stride, head_dim);
+      tile_max = std::fmax(tile_max, logits[j]);
+      if (std::isnan(logits[j])) tile_max = logits[j];  // a NaN key poisons its row, visibly
+    }
+    if (tile_max == detail::neg_inf) continue;  // every weight is exp(-inf) = 0
+    // rescale what was accumulated under the old max
+    const double m_new = std::isnan(tile_max) ? tile_max : std::fmax(st.m, tile_max);
+    const double alpha = st.m == detail::neg_inf ? 0.0 : std::exp(st.m - m_new);
+    st.l *= alpha;
+    for (index_t d = 0; d < head_dim; ++d) st.acc[d] *= alpha;
+    // pass 2: add the tile's weighted values
+    for (index_t j = 0; j < tile; ++j) {
+      const double p = std::exp(logits[j] - m_new);
+      const float* v = span.v + (j0 + j) * span.v_stride;
+      st.l += p;
+      for (index_t d = 0; d < head_dim; ++d) st.acc[d] += p * static_cast<double>(v[d]);
+    }
+    st.m = m_new;
+  }
+}
+
+/// Attends `rows` to the keys of `spans` (the last span masked by `tail`).
+/// @tparam Spans has `index_t size()` and `key_span operator[](index_t)`.
+/// A row that sees no key gets out = 0 and lse = -inf.
+template <class Spans>
+void attend_rows(const query_rows& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+                 double scale, const reference_backend&) noexcept {
+  FAM_ASSERT(head_dim <= reference_backend::max_head_dim);
+  const index_t n_spans = spans.size();
+  for (index_t i = 0; i < rows.count; ++i) {
+    const float* q = rows.q + i * rows.q_stride;  // [D]
+    reference_row_state st;
+    for (index_t d = 0; d < head_dim; ++d) st.acc[d] = 0.0;
+    for (index_t s = 0; s < n_spans; ++s) {
+      const key_span span = spans[s];
+      const index_t count = s + 1 == n_spans ? tail.visible(i, span.count) : span.count;
+      reference_add_span(st, q, span, count, head_dim, scale);
+    }
+    float* out = rows.out + i * rows.out_stride;  // [D]
+    const bool empty = st.l == 0.0;
+    for (index_t d = 0; d < head_dim; ++d)
+      out[d] = empty ? 0.0f : static_cast<float>(st.acc[d] / st.l);
+    if (rows.lse != nullptr)
+      rows.lse[i * rows.lse_stride] =
+          static_cast<float>(empty ? detail::neg_inf : st.m + std::log(st.l));
+  }
+}
+
+}  // namespace kernel
+
+FAM_NAMESPACE_END
+
+#endif  // FAM_BACKEND_REFERENCE_HPP_
