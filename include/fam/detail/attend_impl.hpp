@@ -5,6 +5,8 @@
 #ifndef FAM_DETAIL_ATTEND_IMPL_HPP_
 #define FAM_DETAIL_ATTEND_IMPL_HPP_
 
+#include <algorithm>
+
 #include "../mask.hpp"
 #include "../view.hpp"
 #include "key_spans.hpp"
@@ -89,8 +91,11 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
       const index_t tail_start = block_of(n0, granule) * granule;
       const index_t granule_end = tail_start + granule < L ? tail_start + granule : L;
       const index_t lo = visible_tokens(mask, n0).lo;
-      const bool shared = mask.kind != variant::sliding_window || lo == 0;
-      const index_t n1 = shared ? granule_end : n0 + 1;
+      // a window's rows share lo = 0 only while n < W; after that each row has its own
+      const bool window = mask.kind == variant::sliding_window;
+      const index_t n1 = !window ? granule_end
+                         : n0 < mask.window ? std::min(granule_end, mask.window)
+                                            : n0 + 1;
       const index_t tail_begin = lo > tail_start ? lo : tail_start;
 
       block_spans keys;
