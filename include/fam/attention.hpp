@@ -25,13 +25,6 @@ status check_heads(const Config& cfg, head_geometry& g) noexcept {
   return status::ok;
 }
 
-inline status check_lse(const lse_view& lse, index_t rows, index_t heads) noexcept {
-  if (lse.data == nullptr || rows == 0 || heads == 0) return status::ok;
-  FAM_CHECK(lse.row_stride >= 0 && lse.head_stride >= 0, status::invalid_layout);
-  FAM_CHECK(rows == 1 || heads == 1 || lse.row_stride != lse.head_stride, status::invalid_layout);
-  return status::ok;
-}
-
 }  // namespace detail
 
 /// Attention of a whole sequence of L tokens under `mask` (full causal, sliding window or

@@ -93,6 +93,10 @@ class attention_config {
               status::invalid_argument);  // a static parameter given another value
     FAM_CHECK(head_dim() >= 1 && block_size() >= 1 && mem_segments() >= 0 && fam_len() >= 0,
               status::invalid_argument);
+    // M + 1 and F + 1 below must not overflow
+    FAM_CHECK(mem_segments() < std::numeric_limits<index_t>::max() / 64 &&
+                  fam_len() < std::numeric_limits<index_t>::max() / 64,
+              status::too_large);
     FAM_CHECK(heads >= 1 && kv_heads >= 1 && heads % kv_heads == 0, status::invalid_argument);
     FAM_CHECK(phi_dim >= 0, status::invalid_argument);
     FAM_CHECK(!has_scale_ || (std::isfinite(scale_) && scale_ > 0.0), status::invalid_argument);

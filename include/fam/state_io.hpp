@@ -2,7 +2,7 @@
 //
 // Layout (all integers in the writer's byte order, which the byte-order mark records):
 //   "FAMSTATE" | u32 format version | u32 byte-order mark 0x01020304 | u32 header bytes
-//   | i64 D, B, M, F, H, Hkv, phi_dim, position_offset | f64 scale
+//   | 4 zero padding bytes | i64 D, B, M, F, H, Hkv, phi_dim, position_offset | f64 scale
 //   | i64 tokens | u32 phase | u32 fresh | u64 payload floats
 //   | payload: the state's whole storage (ring, Qf, Kf, Vf, Uf, Uf lse, Φ) as raw floats
 //   | u64 FNV-1a checksum of every byte before it.
@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "layer_state.hpp"
 #include "stream.hpp"
@@ -151,7 +152,9 @@ template <class Config>
   // Metadata that no state can have.
   const bool has_fam = h.fam_len > 0;
   const bool at_boundary = h.tokens % h.block_size == 0;
-  FAM_CHECK(h.tokens >= 0 && h.fresh <= 1u && h.phase <= 2u, status::corrupt_state);
+  // tokens: non-negative, and far enough from the top that positions cannot overflow
+  FAM_CHECK(h.tokens >= 0 && h.tokens <= std::numeric_limits<std::int64_t>::max() / 4 &&
+                h.fresh <= 1u && h.phase <= 2u, status::corrupt_state);
   const auto phase = static_cast<fam_phase>(h.phase);
   FAM_CHECK(phase != fam_phase::none || (has_fam && h.tokens == 0), status::corrupt_state);
   FAM_CHECK(phase != fam_phase::pending || (has_fam && at_boundary && h.tokens > 0),

@@ -130,6 +130,7 @@ struct state_access {
 
   /// Copies a validated [rows, heads, D] view into contiguous storage.
   static void copy_rows(tensor_view<const float> src, float* dst) noexcept {
+    if (src.head_dim == 0) return;
     for (index_t r = 0; r < src.rows; ++r)
       for (index_t h = 0; h < src.heads; ++h)
         std::memcpy(dst + (r * src.heads + h) * src.head_dim, src.at(r, h),
@@ -199,7 +200,8 @@ template <class Config>
   FAM_CHECK(st.phase() != fam_phase::pending, status::fam_update_pending);
   FAM_CHECK(st.block_offset() == 0, status::invalid_argument);
   FAM_TRY(detail::state_access::install(st, qf, kf, vf, phi));
-  detail::state_access::set_meta(st, st.tokens(), fam_phase::installed, fresh);
+  detail::state_access::set_meta(st, st.tokens(), fam_phase::installed,
+                                 fresh && st.config().fam_len() > 0);
   return status::ok;
 }
 

@@ -68,10 +68,18 @@ namespace detail {
 /// row and the rows apart (no overlap), and no offset overflow.
 template <class T>
 status check_view(const tensor_view<T>& v, index_t rows, index_t heads, index_t head_dim) noexcept {
+  // An empty tensor accepts any empty view, a default-constructed one included.
+  if (rows == 0 && v.rows == 0) return status::ok;
   FAM_CHECK(v.rows == rows && v.heads == heads && v.head_dim == head_dim, status::shape_mismatch);
   if (rows == 0 || heads == 0 || head_dim == 0) return status::ok;
   FAM_CHECK(v.data != nullptr, status::null_pointer);
   FAM_CHECK(v.row_stride >= 0 && v.head_stride >= 0, status::invalid_layout);
+  // Every offset must fit: each term below a quarter of the range, so their sums fit too.
+  constexpr index_t kQuarter =
+      std::numeric_limits<index_t>::max() / static_cast<index_t>(sizeof(T)) / 4;
+  FAM_CHECK(v.row_stride == 0 || rows - 1 <= kQuarter / v.row_stride, status::too_large);
+  FAM_CHECK(v.head_stride == 0 || heads - 1 <= kQuarter / v.head_stride, status::too_large);
+  FAM_CHECK(head_dim <= kQuarter, status::too_large);
   // Heads of one row must not overlap, rows must not overlap one another.
   if (heads > 1) FAM_CHECK(v.head_stride >= head_dim, status::invalid_layout);
   if (rows > 1 && heads == 1) {
@@ -85,12 +93,14 @@ status check_view(const tensor_view<T>& v, index_t rows, index_t heads, index_t 
       FAM_CHECK(v.head_stride >= (rows - 1) * v.row_stride + head_dim, status::invalid_layout);
     }
   }
-  // The last element's offset must fit (checked by division).
-  constexpr index_t kMax = std::numeric_limits<index_t>::max() / static_cast<index_t>(sizeof(T));
-  FAM_CHECK(v.row_stride == 0 || rows - 1 <= kMax / 2 / v.row_stride, status::too_large);
-  FAM_CHECK(v.head_stride == 0 || heads - 1 <= kMax / 2 / v.head_stride, status::too_large);
-  FAM_CHECK(head_dim <= kMax / 4, status::too_large);
   return status::ok;
+}
+
+/// An lse view is a [rows, heads] tensor of single floats: the same rules (or not requested).
+inline status check_lse(const lse_view& lse, index_t rows, index_t heads) noexcept {
+  if (lse.data == nullptr) return status::ok;
+  return check_view(tensor_view<float>{lse.data, rows, heads, 1, lse.row_stride, lse.head_stride},
+                    rows, heads, 1);
 }
 
 template <class T>
