@@ -270,24 +270,24 @@ TEST_SUITE("alloc") {
 
   TEST_CASE("init with caller storage or a bad configuration allocates nothing") {
     const cfg_t cfg = make_cfg(8, 4, 2, 2, 4, 2, 3);
-    std::vector<float> storage(sz(state_t::storage_floats(cfg)));
+    testing::aligned_bytes storage(state_t::storage_bytes(cfg));
     cfg_t huge = make_cfg(index_t(1) << 21, index_t(1) << 21, (index_t(1) << 21) - 1, 0, 4, 4);
     cfg_t bad = make_cfg(8, 4, 2, 2, 3, 2);
     state_t st, st2, st3;
     const alloc_count a = now();
-    const status e1 = st.init(cfg, storage.data(), static_cast<index_t>(storage.size()));
+    const status e1 = st.init(cfg, storage.data, storage.size);
     const status e2 = st2.init(huge);
     const status e3 = st3.init(bad);
     const status e4 = huge.validate();
-    const index_t floats = state_t::storage_floats(huge);
-    const status e5 = st2.init(huge, storage.data(), static_cast<index_t>(storage.size()));
+    const std::size_t huge_bytes = state_t::storage_bytes(huge);
+    const status e5 = st2.init(huge, storage.data, storage.size);
     const alloc_count b = now();
     CHECK(b == a);
     CHECK(e1 == status::ok);
     CHECK(e2 == status::too_large);
     CHECK(e3 == status::invalid_argument);
     CHECK(e4 == status::too_large);
-    CHECK(floats == 0);
+    CHECK(huge_bytes == 0);
     CHECK(e5 == status::too_large);
     CHECK_FALSE(st2.initialized());
     CHECK_FALSE(st3.initialized());
@@ -342,7 +342,7 @@ TEST_SUITE("alloc") {
       log(fam::attend(fork, other.qv().rows_from(0, 0), other.kv().rows_from(0, 0),
                       other.vv().rows_from(0, 0), other.ov().rows_from(0, 0)));
       (void)fam::serialized_size(st);
-      (void)state_t::storage_floats(cfg);
+      (void)state_t::storage_bytes(cfg);
       (void)cfg.validate();
       const alloc_count b = now();
 
@@ -370,7 +370,7 @@ TEST_SUITE("alloc") {
     const cfg_t fcfg = cfg;
     std::vector<float> mk = r.floats(sz(M * B * Hkv * D)), mv = r.floats(sz(M * B * Hkv * D));
     std::vector<float> ut(sz(B * H * D)), uf(sz(F * H * D)), lt(sz(B * H)), lf(sz(F * H));
-    fam::fam_block_args args;
+    fam::fam_block_args<> args;
     args.mem_k = fam::make_view<const float>(mk.data(), M * B, Hkv, D);
     args.mem_v = fam::make_view<const float>(mv.data(), M * B, Hkv, D);
     args.qf = fam::make_view<const float>(fx[0].qf.data(), F, H, D);

@@ -151,8 +151,8 @@ struct block_io {
         uf(F * H * D),
         lse_t(b * H),
         lse_f(F * H) {}
-  fam::fam_block_args args() {
-    fam::fam_block_args a;
+  fam::fam_block_args<> args() {
+    fam::fam_block_args<> a;
     a.mem_k = fam::make_view<const float>(mk.data(), Lm, Hkv, D);
     a.mem_v = fam::make_view<const float>(mv.data(), Lm, Hkv, D);
     a.qf = fam::make_view<const float>(qf.data(), F, H, D);
@@ -230,12 +230,12 @@ TEST_SUITE("errors") {
     for (const bad_config& b : bad) {
       CAPTURE(b.what);
       CHECK(b.cfg.validate() == b.want);
-      CHECK(state_t::storage_floats(b.cfg) == 0);
+      CHECK(state_t::storage_bytes(b.cfg) == 0);
       state_t st;
       CHECK(st.init(b.cfg) == b.want);
       CHECK_FALSE(st.initialized());
-      float storage[64];
-      CHECK(st.init(b.cfg, storage, 64) == b.want);
+      alignas(64) float storage[64];
+      CHECK(st.init(b.cfg, storage, sizeof storage) == b.want);
       CHECK_FALSE(st.initialized());
       // the stateless calls validate the configuration first, whatever the views
       io x(3, 1, 1, 4, r);
@@ -263,7 +263,7 @@ TEST_SUITE("errors") {
     fam::layer_state<fixed> st;
     CHECK(st.init(fixed(4, 2, 1, 2)) == status::invalid_argument);
     CHECK_FALSE(st.initialized());
-    CHECK(fam::layer_state<fixed>::storage_floats(fixed(4, 2, 2, 1)) == 0);
+    CHECK(fam::layer_state<fixed>::storage_bytes(fixed(4, 2, 2, 1)) == 0);
   }
 
   TEST_CASE("valid edge configurations are accepted") {
@@ -484,7 +484,7 @@ TEST_SUITE("errors") {
     // negative row counts
     {
       block_io x(B, F, B, H, Hkv, D, r);
-      fam::fam_block_args a = x.args();
+      fam::fam_block_args<> a = x.args();
       a.q.rows = -1;
       CHECK(fam::fam_attention(cfg, a) == status::shape_mismatch);
       a = x.args();
@@ -493,17 +493,17 @@ TEST_SUITE("errors") {
       CHECK(x.untouched());
     }
     // per-view mistakes
-    using field = cview fam::fam_block_args::*;
-    const field inputs[] = {&fam::fam_block_args::mem_k, &fam::fam_block_args::mem_v,
-                            &fam::fam_block_args::qf,    &fam::fam_block_args::kf,
-                            &fam::fam_block_args::vf,    &fam::fam_block_args::q,
-                            &fam::fam_block_args::k,     &fam::fam_block_args::v};
+    using field = cview fam::fam_block_args<>::*;
+    const field inputs[] = {&fam::fam_block_args<>::mem_k, &fam::fam_block_args<>::mem_v,
+                            &fam::fam_block_args<>::qf,    &fam::fam_block_args<>::kf,
+                            &fam::fam_block_args<>::vf,    &fam::fam_block_args<>::q,
+                            &fam::fam_block_args<>::k,     &fam::fam_block_args<>::v};
     for (std::size_t i = 0; i < 8; ++i) {
       CAPTURE(i);
       for (int kind = 0; kind < 4; ++kind) {
         CAPTURE(kind);
         block_io x(B, F, B, H, Hkv, D, r);
-        fam::fam_block_args a = x.args();
+        fam::fam_block_args<> a = x.args();
         cview& v = a.*inputs[i];
         status want = status::ok;
         if (kind == 0) v.data = nullptr, want = status::null_pointer;
@@ -517,7 +517,7 @@ TEST_SUITE("errors") {
     for (int kind = 0; kind < 4; ++kind) {
       CAPTURE(kind);
       block_io x(B, F, B, H, Hkv, D, r);
-      fam::fam_block_args a = x.args();
+      fam::fam_block_args<> a = x.args();
       status want = status::ok;
       if (kind == 0) a.ut.data = nullptr, want = status::null_pointer;
       if (kind == 1) a.uf.heads = 1, want = status::shape_mismatch;
@@ -723,7 +723,10 @@ TEST_SUITE("errors") {
     CHECK(consumed == 0);
     CHECK(print_of(st) == p);
 
-    REQUIRE(fam::update_fam(st, fr.q(), fr.k(), fr.v()) == status::ok);
+    // the state keeps Φ (phi_dim > 0): an update without it would leave a stale residual
+    CHECK(fam::update_fam(st, fr.q(), fr.k(), fr.v()) == status::shape_mismatch);
+    CHECK(print_of(st) == p);
+    REQUIRE(fam::update_fam(st, fr.q(), fr.k(), fr.v(), fr.p()) == status::ok);
     CHECK(st.phase() == fam_phase::installed);
     CHECK_FALSE(st.fresh());
     // a chunk that crosses the block end is fine with `consumed`: it stops there
@@ -731,7 +734,7 @@ TEST_SUITE("errors") {
     CHECK(consumed == B);
     CHECK(st.phase() == fam_phase::pending);
     // rewinding inside the current block works
-    REQUIRE(fam::update_fam(st, fr.q(), fr.k(), fr.v()) == status::ok);
+    REQUIRE(fam::update_fam(st, fr.q(), fr.k(), fr.v(), fr.p()) == status::ok);
     REQUIRE(attend_n(st, 6, 2, nullptr) == status::ok);
     CHECK(fam::rewind(st, 3) == status::out_of_range);
     CHECK(fam::rewind(st, 2) == status::ok);
@@ -887,7 +890,7 @@ TEST_SUITE("errors") {
       CHECK_FALSE(blank.initialized());
     }
     // no members at all, with or without an array
-    CHECK(fam::attend_batch<cfg_t>(nullptr, 0) == status::ok);
+    CHECK(fam::attend_batch<cfg_t, float, float>(nullptr, 0) == status::ok);
   }
 }
 
@@ -1050,7 +1053,7 @@ TEST_SUITE("errors") {
     {
       // fam_attention with no memory, no block and no FAM: nothing to do
       const cfg_t cfg = make_cfg(D, B, 1, 0, H, Hkv);
-      fam::fam_block_args a;
+      fam::fam_block_args<> a;
       a.mem_k = a.mem_v = a.kf = a.vf = a.k = a.v = k0;
       a.qf = a.q = q0;
       a.ut = a.uf = o0;
@@ -1191,7 +1194,7 @@ TEST_SUITE("errors") {
     const index_t B = 2, M = 1, F = 2, H = 2, Hkv = 1, D = 3;
     const cfg_t cfg = make_cfg(D, B, M, F, H, Hkv);
     block_io x(B, F, 0, H, Hkv, D, r);
-    fam::fam_block_args a = x.args();
+    fam::fam_block_args<> a = x.args();
     a.q.data = nullptr;  // zero rows: null is allowed
     a.k.data = a.v.data = nullptr;
     a.ut.data = nullptr;

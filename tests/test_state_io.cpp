@@ -280,9 +280,9 @@ void round_trip_sweep(const shape& sh, std::uint64_t seed) {
 
   // A state that served another sequence, in caller storage: left pending (F > 0) at 2B tokens,
   // or mid-block at 2B + 1.
-  std::vector<float> used_storage(sz(state_t::storage_floats(cfg)));
+  testing::aligned_bytes used_storage(state_t::storage_bytes(cfg));
   state_t used;
-  REQUIRE(used.init(cfg, used_storage.data(), static_cast<index_t>(used_storage.size())) ==
+  REQUIRE(used.init(cfg, used_storage.data, used_storage.size) ==
           status::ok);
   {
     recording junk(other.L, sh.H, sh.D);
@@ -402,7 +402,7 @@ TEST_SUITE("state_io") {
     CHECK(back.tokens() == 6);
     CHECK(same_floats(back.fam_output(), copy_of(st.fam_output())));
     CHECK(std::memcmp(back.fam_output_lse(), st.fam_output_lse(), 4 * 2 * sizeof(float)) == 0);
-    CHECK(same_floats(back.fam_k(), copy_of(st.fam_k())));
+    CHECK(same_floats(back.fam_q(), copy_of(st.fam_q())));
     CHECK(same_floats(back.phi(), copy_of(st.phi())));
     // still pending: more tokens are refused until the update
     float one[16] = {};
@@ -560,7 +560,8 @@ namespace {
 // f64 scale, i64 tokens, u32 phase, u32 fresh, u64 payload floats; payload at 120.
 constexpr std::size_t kVersion = 8, kByteOrder = 12, kHeaderBytes = 16, kHeadDim = 24,
                       kBlockSize = 32, kFamLen = 48, kPhiDim = 72, kScale = 88, kTokens = 96,
-                      kPhase = 104, kFresh = 108, kPayloadFloats = 112, kPayload = 120;
+                      kPhase = 104, kFresh = 108, kKvType = 112, kPayloadBytes = 120,
+                      kPayload = 128;
 
 template <class T>
 T read_at(const bytes& b, std::size_t off) {
@@ -622,8 +623,8 @@ TEST_SUITE("state_io") {
     io_fixture fx({2, 2, 1, 1, 2, 2, 1}, 3, testing::base_seed() + 51);
     const bytes& b = fx.blob;
     CHECK(b.size() == fam::serialized_size(fx.src));
-    CHECK(b.size() == kPayload + 4 * sz(state_t::storage_floats(fx.cfg)) + 8);
-    CHECK(b.size() < 400);  // small enough to corrupt byte by byte
+    CHECK(b.size() == kPayload + state_t::storage_bytes(fx.cfg) + 8);
+    CHECK(b.size() < 1024);  // small enough to corrupt byte by byte
     CHECK(std::memcmp(b.data(), "FAMSTATE", 8) == 0);
     CHECK(read_at<std::uint32_t>(b, kVersion) == 1u);
     CHECK(read_at<std::uint32_t>(b, kByteOrder) == 0x01020304u);
@@ -636,8 +637,9 @@ TEST_SUITE("state_io") {
     CHECK(read_at<std::int64_t>(b, kTokens) == 3);
     CHECK(read_at<std::uint32_t>(b, kPhase) == static_cast<std::uint32_t>(fam_phase::installed));
     CHECK(read_at<std::uint32_t>(b, kFresh) == 0u);
-    CHECK(read_at<std::uint64_t>(b, kPayloadFloats) ==
-          static_cast<std::uint64_t>(state_t::storage_floats(fx.cfg)));
+    CHECK(read_at<std::uint32_t>(b, kKvType) == 0u);  // fp32
+    CHECK(read_at<std::uint64_t>(b, kPayloadBytes) ==
+          static_cast<std::uint64_t>(state_t::storage_bytes(fx.cfg)));
     CHECK(read_at<std::uint64_t>(b, b.size() - 8) == fnv1a64(b.data(), b.size() - 8));
     // the size does not depend on the history
     CHECK(fam::serialized_size(fx.target) == b.size());

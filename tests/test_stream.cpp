@@ -141,14 +141,14 @@ TEST_SUITE("stream") {
             ++n;
             REQUIRE(s.tokens() == n);
             CHECK(s.current_block() == n / B);
-            const fam::kv_ring_view ring = s.ring();
+            const auto ring = s.ring();
             for (index_t m = first_live_token(n, B, M); m < n; ++m)
               for (index_t h = 0; h < Hkv; ++h) {
                 const index_t row = ring_row(m, B, M);
-                CHECK(std::memcmp(ring.k + (h * W + row) * D, &io.k[(m * Hkv + h) * D],
-                                  sizeof(float) * D) == 0);
-                CHECK(std::memcmp(ring.v + (h * W + row) * D, &io.v[(m * Hkv + h) * D],
-                                  sizeof(float) * D) == 0);
+                for (index_t d = 0; d < D; ++d) {
+                  CHECK(ring.k_at(h, row, d) == io.k[(m * Hkv + h) * D + d]);
+                  CHECK(ring.v_row(h, row)[d] == io.v[(m * Hkv + h) * D + d]);
+                }
               }
           };
           testing::stream(st, io, {}, testing::fixed_chunks(1), check_ring);
@@ -171,10 +171,10 @@ TEST_SUITE("stream") {
         INFO("F=", F, " chunk=", chunk);
         const auto clean = stream_fresh(c, io, phi0, testing::fixed_chunks(chunk));
         // caller storage, poisoned everywhere before the first token
-        std::vector<float> storage(fam::layer_state<config>::storage_floats(c));
+        testing::aligned_bytes storage(fam::layer_state<config>::storage_bytes(c));
         fam::layer_state<config> st;
-        REQUIRE(st.init(c, storage.data(), index_t(storage.size())) == fam::status::ok);
-        const fam::kv_ring_view ring = st.ring();
+        REQUIRE(st.init(c, storage.data, storage.size) == fam::status::ok);
+        const auto ring = st.ring();
         std::fill(ring.k, ring.k + H * W * D, poisons[0]);
         std::fill(ring.v, ring.v + H * W * D, poisons[0]);
         int call = 0;
@@ -187,8 +187,8 @@ TEST_SUITE("stream") {
           for (index_t h = 0; h < H; ++h)
             for (index_t row = 0; row < W; ++row)
               if (!live[row]) {
-                std::fill_n(ring.k + (h * W + row) * D, D, p);
-                std::fill_n(ring.v + (h * W + row) * D, D, p);
+                for (index_t d = 0; d < D; ++d) ring.k_at(h, row, d) = p;
+                std::fill_n(ring.v_row(h, row), D, p);
               }
         };
         const auto poisoned =

@@ -9,6 +9,7 @@
 #include "config.hpp"
 #include "detail/attend_impl.hpp"
 #include "mask.hpp"
+#include "types.hpp"
 #include "view.hpp"
 
 FAM_NAMESPACE_BEGIN
@@ -35,11 +36,15 @@ status check_heads(const Config& cfg, head_geometry& g) noexcept {
 /// @return ok; invalid_argument (config, mask, variant::fam), shape_mismatch, invalid_layout,
 ///         null_pointer, unsupported (head dim above Backend::max_head_dim). Nothing is written
 ///         unless ok.
-template <class Config, class Backend = reference_backend>
-[[nodiscard]] status attention(const Config& cfg, const mask_spec& mask,
-                               tensor_view<const float> q, tensor_view<const float> k,
-                               tensor_view<const float> v, tensor_view<float> out,
+template <class Config, class TQ, class TK, class TV, class Backend = reference_backend>
+[[nodiscard]] status attention(const Config& cfg, const mask_spec& mask, tensor_view<TQ> q,
+                               tensor_view<TK> k, tensor_view<TV> v, tensor_view<float> out,
                                lse_view lse = {}, const Backend& backend = {}) noexcept {
+  static_assert(
+      is_storage_type_v<std::remove_const_t<TQ>> && is_storage_type_v<std::remove_const_t<TK>>,
+      "fam: Q, K and V are float, fam::bf16 or fam::fp16");
+  static_assert(std::is_same_v<std::remove_const_t<TK>, std::remove_const_t<TV>>,
+                "fam: K and V must have the same storage type");
   detail::head_geometry g{};
   FAM_TRY((detail::check_heads<Config, Backend>(cfg, g)));
   FAM_TRY(mask.validate());
@@ -51,21 +56,26 @@ template <class Config, class Backend = reference_backend>
   FAM_TRY(detail::check_view(v, L, g.kv_heads, g.head_dim));
   FAM_TRY(detail::check_view(out, L, g.heads, g.head_dim));
   FAM_TRY(detail::check_lse(lse, L, g.heads));
-  detail::attend_sequence(g, mask, q, k, v, out, lse, backend);
+  using Q = std::remove_const_t<TQ>;
+  using K = std::remove_const_t<TK>;
+  detail::attend_sequence(g, mask, tensor_view<const Q>(q), tensor_view<const K>(k),
+                          tensor_view<const K>(v), out, lse, backend);
   return status::ok;
 }
 
 /// Inputs and outputs of one fused FAM block (SPEC §3). Query rows are [FAM; block].
+/// TQ is the storage type of Qf and Q, TK that of every key and value.
+template <class TQ = float, class TK = float>
 struct fam_block_args {
-  tensor_view<const float> mem_k, mem_v;  ///< [Lm, Hkv, D], Lm = j*B with j <= M, oldest first
-  tensor_view<const float> qf;            ///< [F, H, D]   projections of Φ[t-1]
-  tensor_view<const float> kf, vf;        ///< [F, Hkv, D]
-  tensor_view<const float> q;             ///< [b, H, D]   b <= B tokens of block t
-  tensor_view<const float> k, v;          ///< [b, Hkv, D]
-  tensor_view<float> ut;                  ///< [b, H, D]   token outputs
-  tensor_view<float> uf;                  ///< [F, H, D]   FAM outputs (meaningful when b == B)
-  lse_view lse_t;                         ///< optional [b, H]
-  lse_view lse_f;                         ///< optional [F, H]
+  tensor_view<const TK> mem_k, mem_v;  ///< [Lm, Hkv, D], Lm = j*B with j <= M, oldest first
+  tensor_view<const TQ> qf;            ///< [F, H, D]   projections of Φ[t-1]
+  tensor_view<const TK> kf, vf;        ///< [F, Hkv, D]
+  tensor_view<const TQ> q;             ///< [b, H, D]   b <= B tokens of block t
+  tensor_view<const TK> k, v;          ///< [b, Hkv, D]
+  tensor_view<float> ut;               ///< [b, H, D]   token outputs
+  tensor_view<float> uf;               ///< [F, H, D]   FAM outputs (meaningful when b == B)
+  lse_view lse_t;                      ///< optional [b, H]
+  lse_view lse_f;                      ///< optional [F, H]
 };
 
 /// The fused FAM attention of one block: token row i sees every memory key, every FAM key and
@@ -73,8 +83,8 @@ struct fam_block_args {
 /// B, M and F come from cfg. With F = 0 this is one block of BSWA.
 /// @return ok, or the statuses of attention() (shape_mismatch when Lm is not a multiple of B
 ///         or exceeds M*B, or b > B).
-template <class Config, class Backend = reference_backend>
-[[nodiscard]] status fam_attention(const Config& cfg, const fam_block_args& a,
+template <class Config, class TQ, class TK, class Backend = reference_backend>
+[[nodiscard]] status fam_attention(const Config& cfg, const fam_block_args<TQ, TK>& a,
                                    const Backend& backend = {}) noexcept {
   detail::head_geometry g{};
   FAM_TRY((detail::check_heads<Config, Backend>(cfg, g)));
@@ -95,7 +105,7 @@ template <class Config, class Backend = reference_backend>
   FAM_TRY(detail::check_lse(a.lse_f, F, g.heads));
   if (b == 0 && F == 0) return status::ok;
 
-  detail::block_keys keys;
+  detail::block_keys<TK> keys;
   keys.memory.block = B;
   keys.memory.n_mem = Lm / B;
   if (Lm > 0) {
@@ -103,13 +113,13 @@ template <class Config, class Backend = reference_backend>
     keys.memory.mem_v = a.mem_v.at(0, 0);
     keys.memory.k_stride = a.mem_k.row_stride;
     keys.memory.v_stride = a.mem_v.row_stride;
+    keys.memory.k_block_stride = B * a.mem_k.row_stride;
+    keys.memory.v_block_stride = B * a.mem_v.row_stride;
     keys.mem_k_head_stride = a.mem_k.head_stride;
     keys.mem_v_head_stride = a.mem_v.head_stride;
   }
-  keys.fam_k = a.kf;
-  keys.fam_v = a.vf;
-  keys.block_k = a.k;
-  keys.block_v = a.v;
+  keys.fam = detail::key_source<TK>::from_views(a.kf, a.vf);
+  keys.block = detail::key_source<TK>::from_views(a.k, a.v);
   if (b > 0) detail::attend_block_tokens(g, keys, 0, a.q, a.ut, a.lse_t, backend);
   if (F > 0) detail::attend_block_fam(g, keys, a.qf, a.uf, a.lse_f, backend);
   return status::ok;

@@ -13,9 +13,12 @@
 #include "layer_state.hpp"
 #include "mask.hpp"
 #include "naive.hpp"
+#include "parallel.hpp"
 #include "state_io.hpp"
 #include "status.hpp"
 #include "stream.hpp"
+#include "support.hpp"
+#include "types.hpp"
 #include "version.hpp"
 #include "view.hpp"
 

@@ -30,20 +30,33 @@ struct ring_geometry {
   }
 };
 
-/// Non-owning view of one ring: K and V, each [Hkv, (M+1)*B, D] (head-major, so one head's
-/// keys are contiguous), row stride D.
+/// Non-owning view of one ring of storage type T, per kv head:
+///  K as [slot][D][B]: each block transposed (K^T), so consecutive keys of one dimension are
+///    contiguous — a vector load reads one dimension of many keys, for prefill and decode alike;
+///  V as [slot * B + offset][D]: value rows contiguous.
+template <class T = float>
 struct kv_ring_view {
-  float* k = nullptr;
-  float* v = nullptr;
+  T* k = nullptr;
+  T* v = nullptr;
   index_t kv_heads = 0;
   index_t head_dim = 0;
   ring_geometry geometry{1, 0};
 
   constexpr index_t head_stride() const noexcept { return geometry.rows() * head_dim; }
-  constexpr float* k_row(index_t h, index_t row) const noexcept {
-    return k + h * head_stride() + row * head_dim;
+  /// Start of slot s of kv head h: K^T [D, B] and V [B, D].
+  constexpr T* k_slot(index_t h, index_t s) const noexcept {
+    return k + h * head_stride() + s * geometry.block_size * head_dim;
   }
-  constexpr float* v_row(index_t h, index_t row) const noexcept {
+  constexpr T* v_slot(index_t h, index_t s) const noexcept {
+    return v + h * head_stride() + s * geometry.block_size * head_dim;
+  }
+  /// Element d of the key in ring row `row` (= slot * B + offset) of kv head h.
+  constexpr T& k_at(index_t h, index_t row, index_t d) const noexcept {
+    const index_t B = geometry.block_size;
+    return k_slot(h, row / B)[d * B + row % B];
+  }
+  /// The value row `row` of kv head h: D contiguous elements.
+  constexpr T* v_row(index_t h, index_t row) const noexcept {
     return v + h * head_stride() + row * head_dim;
   }
 };

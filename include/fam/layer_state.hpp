@@ -6,12 +6,14 @@
 #ifndef FAM_LAYER_STATE_HPP_
 #define FAM_LAYER_STATE_HPP_
 
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <new>
 
 #include "config.hpp"
 #include "kv_ring.hpp"
+#include "types.hpp"
 #include "view.hpp"
 
 FAM_NAMESPACE_BEGIN
@@ -28,11 +30,18 @@ enum class fam_phase : int {
 };
 
 /// Streaming state of one layer and one sequence (SPEC §2, §4, §5).
+/// @tparam Config an attention_config
+/// @tparam KV     storage type of the ring and of Kf, Vf: float, fam::bf16 or fam::fp16
 /// Not thread-safe: one state must not be used by two calls at once.
-template <class Config>
+template <class Config, class KV = float>
 class layer_state {
+  static_assert(is_storage_type_v<KV>, "fam: KV is float, fam::bf16 or fam::fp16");
+
  public:
   using config_type = Config;
+  using kv_type = KV;
+  /// Alignment of every region of the state's storage (SIMD loads).
+  static constexpr std::size_t alignment = 64;
 
   layer_state() = default;
   layer_state(layer_state&&) noexcept = default;
@@ -40,37 +49,35 @@ class layer_state {
   layer_state(const layer_state&) = delete;  // copying allocates: init() + copy_state()
   layer_state& operator=(const layer_state&) = delete;
 
-  /// Floats of storage a state of this configuration needs (0 if cfg is invalid).
-  static index_t storage_floats(const Config& cfg) noexcept {
+  /// Bytes of storage a state of this configuration needs (0 if cfg is invalid).
+  static std::size_t storage_bytes(const Config& cfg) noexcept {
     if (cfg.validate() != status::ok) return 0;
-    const index_t D = cfg.head_dim(), F = cfg.fam_len();
-    return 2 * cfg.kv_heads * cfg.ring_rows() * D   // ring K, V  [Hkv, (M+1)B, D]
-           + 2 * cfg.heads * F * D                   // Qf, Uf     [F, H, D]
-           + 2 * cfg.kv_heads * F * D                // Kf, Vf     [F, Hkv, D]
-           + cfg.heads * F                           // Uf lse     [F, H]
-           + F * cfg.phi_dim;                        // Φ          [F, phi_dim]
+    return layout_of(cfg).total;
   }
 
   /// Allocates zeroed storage once. invalid_argument/too_large for a bad cfg, out_of_memory.
   [[nodiscard]] status init(const Config& cfg) noexcept {
     FAM_TRY(cfg.validate());
-    const index_t n = storage_floats(cfg);
-    std::unique_ptr<float[]> mem(new (std::nothrow) float[static_cast<std::size_t>(n > 0 ? n : 1)]);
+    const std::size_t n = storage_bytes(cfg);
+    std::unique_ptr<unsigned char[], aligned_delete> mem(static_cast<unsigned char*>(
+        ::operator new[](n > 0 ? n : 1, std::align_val_t(alignment), std::nothrow)));
     FAM_CHECK(mem != nullptr, status::out_of_memory);
     owned_ = std::move(mem);
     bind(cfg, owned_.get());
     return status::ok;
   }
 
-  /// Uses caller storage of at least storage_floats(cfg) floats (4-byte aligned), which must
-  /// outlive the state. The storage is zeroed.
-  [[nodiscard]] status init(const Config& cfg, float* storage, index_t floats) noexcept {
+  /// Uses caller storage of at least storage_bytes(cfg) bytes, aligned to `alignment`, which
+  /// must outlive the state. The storage is zeroed.
+  /// @return ok; null_pointer; buffer_too_small; invalid_layout (misaligned); cfg errors.
+  [[nodiscard]] status init(const Config& cfg, void* storage, std::size_t bytes) noexcept {
     FAM_TRY(cfg.validate());
-    const index_t n = storage_floats(cfg);
-    FAM_CHECK(n == 0 || storage != nullptr, status::null_pointer);
-    FAM_CHECK(floats >= n, status::buffer_too_small);
+    const std::size_t n = storage_bytes(cfg);
+    FAM_CHECK(storage != nullptr, status::null_pointer);
+    FAM_CHECK(bytes >= n, status::buffer_too_small);
+    FAM_CHECK(reinterpret_cast<std::uintptr_t>(storage) % alignment == 0, status::invalid_layout);
     owned_.reset();
-    bind(cfg, storage);
+    bind(cfg, static_cast<unsigned char*>(storage));
     return status::ok;
   }
 
@@ -93,68 +100,108 @@ class layer_state {
   /// Position of token i of the next call: n + i + position_offset.
   index_t token_position(index_t i) const noexcept { return n_ + i + cfg_.position_offset; }
   /// Position of row r of the FAM that the next tokens read (or that update_fam installs):
-  /// t*B - F + r + position_offset with t = ceil-to-block of the token count (SPEC §4).
+  /// t*B - F + r + position_offset for the block t of the next token (SPEC §4).
   index_t fam_position(index_t r) const noexcept {
     return current_block() * cfg_.block_size() - cfg_.fam_len() + r + cfg_.position_offset;
   }
 
   /// Uf [F, H, D]: the FAM rows' attention output of the block that just completed
   /// (meaningful while phase() == pending).
-  tensor_view<const float> fam_output() const noexcept { return make_view<const float>(uf_, F(), H(), D()); }
+  tensor_view<const float> fam_output() const noexcept {
+    return make_view<const float>(uf_, F(), H(), D());
+  }
   /// Its log-sum-exp, [F, H] contiguous.
   const float* fam_output_lse() const noexcept { return uf_lse_; }
   /// Φ [F, phi_dim] as last installed (rows = F, heads = 1, head_dim = phi_dim).
-  tensor_view<const float> phi() const noexcept { return make_view<const float>(phi_, F(), 1, cfg_.phi_dim); }
-  /// The installed projections of Φ: Qf [F, H, D], Kf and Vf [F, Hkv, D].
-  tensor_view<const float> fam_q() const noexcept { return make_view<const float>(qf_, F(), H(), D()); }
-  tensor_view<const float> fam_k() const noexcept { return make_view<const float>(kf_, F(), Hkv(), D()); }
-  tensor_view<const float> fam_v() const noexcept { return make_view<const float>(vf_, F(), Hkv(), D()); }
-  /// The ring (read-only use: positions of its rows follow from tokens(), see ring_geometry).
-  kv_ring_view ring() const noexcept { return ring_; }
+  tensor_view<const float> phi() const noexcept {
+    return make_view<const float>(phi_, F(), 1, cfg_.phi_dim);
+  }
+  /// The installed query projection Qf [F, H, D] (fp32).
+  tensor_view<const float> fam_q() const noexcept {
+    return make_view<const float>(qf_, F(), H(), D());
+  }
+  /// The ring (positions of its rows follow from tokens(), see ring_geometry). Writable so that
+  /// tests can poison dead rows; the library never reads a row no query may see.
+  kv_ring_view<KV> ring() const noexcept { return ring_; }
 
  private:
   friend struct detail::state_access;
+
+  struct aligned_delete {
+    void operator()(unsigned char* p) const noexcept {
+      ::operator delete[](p, std::align_val_t(alignment));
+    }
+  };
+
+  /// Byte offsets of each region, every one aligned.
+  struct layout {
+    std::size_t ring_k, ring_v, kf, vf, qf, uf, uf_lse, phi, total;
+  };
+  static std::size_t aligned(std::size_t n) noexcept {
+    return (n + alignment - 1) / alignment * alignment;
+  }
+  static layout layout_of(const Config& c) noexcept {
+    const auto D = static_cast<std::size_t>(c.head_dim());
+    const auto F = static_cast<std::size_t>(c.fam_len());
+    const auto H = static_cast<std::size_t>(c.heads), Hkv = static_cast<std::size_t>(c.kv_heads);
+    const std::size_t ring =
+        aligned(Hkv * static_cast<std::size_t>(c.ring_rows()) * D * sizeof(KV));
+    const std::size_t fkv = aligned(Hkv * F * D * sizeof(KV));
+    const std::size_t fq = aligned(H * F * D * sizeof(float));
+    layout l{};
+    l.ring_k = 0;
+    l.ring_v = l.ring_k + ring;
+    l.kf = l.ring_v + ring;
+    l.vf = l.kf + fkv;
+    l.qf = l.vf + fkv;
+    l.uf = l.qf + fq;
+    l.uf_lse = l.uf + fq;
+    l.phi = l.uf_lse + aligned(H * F * sizeof(float));
+    l.total = l.phi + aligned(F * static_cast<std::size_t>(c.phi_dim) * sizeof(float));
+    return l;
+  }
 
   index_t D() const noexcept { return cfg_.head_dim(); }
   index_t F() const noexcept { return cfg_.fam_len(); }
   index_t H() const noexcept { return cfg_.heads; }
   index_t Hkv() const noexcept { return cfg_.kv_heads; }
 
-  void bind(const Config& cfg, float* p) noexcept {
+  void bind(const Config& cfg, unsigned char* p) noexcept {
     cfg_ = cfg;
     storage_ = p;
-    floats_ = storage_floats(cfg);
-    const index_t ring = cfg.kv_heads * cfg.ring_rows() * cfg.head_dim();
-    const index_t fq = cfg.heads * cfg.fam_len() * cfg.head_dim();
-    const index_t fkv = cfg.kv_heads * cfg.fam_len() * cfg.head_dim();
-    ring_ = {p, p + ring, cfg.kv_heads, cfg.head_dim(), {cfg.block_size(), cfg.mem_segments()}};
-    p += 2 * ring;
-    qf_ = p, p += fq;
-    kf_ = p, p += fkv;
-    vf_ = p, p += fkv;
-    uf_ = p, p += fq;
-    uf_lse_ = p, p += cfg.heads * cfg.fam_len();
-    phi_ = p;
+    const layout l = layout_of(cfg);
+    bytes_ = l.total;
+    ring_ = {reinterpret_cast<KV*>(p + l.ring_k),
+             reinterpret_cast<KV*>(p + l.ring_v),
+             cfg.kv_heads,
+             cfg.head_dim(),
+             {cfg.block_size(), cfg.mem_segments()}};
+    kf_ = reinterpret_cast<KV*>(p + l.kf);
+    vf_ = reinterpret_cast<KV*>(p + l.vf);
+    qf_ = reinterpret_cast<float*>(p + l.qf);
+    uf_ = reinterpret_cast<float*>(p + l.uf);
+    uf_lse_ = reinterpret_cast<float*>(p + l.uf_lse);
+    phi_ = reinterpret_cast<float*>(p + l.phi);
     initialized_ = true;
     clear();
   }
 
   /// Back to a fresh state: zero storage, no tokens, no FAM.
   void clear() noexcept {
-    if (floats_ > 0) std::memset(storage_, 0, static_cast<std::size_t>(floats_) * sizeof(float));
+    if (bytes_ > 0) std::memset(storage_, 0, bytes_);
     n_ = 0;
     phase_ = F() > 0 ? fam_phase::none : fam_phase::installed;
     fresh_ = false;
   }
 
   Config cfg_{};
-  std::unique_ptr<float[]> owned_;
-  float* storage_ = nullptr;
-  index_t floats_ = 0;
-  kv_ring_view ring_{};
+  std::unique_ptr<unsigned char[], aligned_delete> owned_;
+  unsigned char* storage_ = nullptr;
+  std::size_t bytes_ = 0;
+  kv_ring_view<KV> ring_{};
+  KV* kf_ = nullptr;         // [Hkv, D, F]: K^T of the FAM rows, like a ring block
+  KV* vf_ = nullptr;         // [Hkv, F, D]
   float* qf_ = nullptr;      // [F, H, D]
-  float* kf_ = nullptr;      // [F, Hkv, D]
-  float* vf_ = nullptr;      // [F, Hkv, D]
   float* uf_ = nullptr;      // [F, H, D]
   float* uf_lse_ = nullptr;  // [F, H]
   float* phi_ = nullptr;     // [F, phi_dim]

@@ -18,16 +18,18 @@ enum class variant : int {
 /// A variant with its parameters. Build with the named constructors.
 struct mask_spec {
   variant kind = variant::full_causal;
-  index_t window = 0;    ///< W (sliding_window)
-  index_t block = 1;     ///< B (bswa, fam)
-  index_t memory = 0;    ///< M (bswa, fam)
-  index_t fam_len = 0;   ///< F (fam)
+  index_t window = 0;   ///< W (sliding_window)
+  index_t block = 1;    ///< B (bswa, fam)
+  index_t memory = 0;   ///< M (bswa, fam)
+  index_t fam_len = 0;  ///< F (fam)
 
   static constexpr mask_spec full() noexcept { return {variant::full_causal, 0, 1, 0, 0}; }
   static constexpr mask_spec sliding_window(index_t w) noexcept {
     return {variant::sliding_window, w, 1, 0, 0};
   }
-  static constexpr mask_spec bswa(index_t b, index_t m) noexcept { return {variant::bswa, 0, b, m, 0}; }
+  static constexpr mask_spec bswa(index_t b, index_t m) noexcept {
+    return {variant::bswa, 0, b, m, 0};
+  }
   static constexpr mask_spec fam(index_t b, index_t m, index_t f) noexcept {
     return {variant::fam, 0, b, m, f};
   }
@@ -35,8 +37,10 @@ struct mask_spec {
   /// ok, or invalid_argument for W < 1, B < 1, M < 0, F < 0 (no sentinel values).
   constexpr status validate() const noexcept {
     switch (kind) {
-      case variant::full_causal: return status::ok;
-      case variant::sliding_window: return window >= 1 ? status::ok : status::invalid_argument;
+      case variant::full_causal:
+        return status::ok;
+      case variant::sliding_window:
+        return window >= 1 ? status::ok : status::invalid_argument;
       case variant::bswa:
       case variant::fam:
         return block >= 1 && memory >= 0 && fam_len >= 0 ? status::ok : status::invalid_argument;
@@ -49,9 +53,9 @@ struct mask_spec {
 /// reads (as keys) and updates (as queries).
 struct node {
   bool is_fam = false;
-  index_t token = 0;     ///< token index n (when !is_fam)
-  index_t fam_block = 0; ///< t: the block this FAM row belongs to (when is_fam)
-  index_t fam_row = 0;   ///< r in [0, F) (when is_fam)
+  index_t token = 0;      ///< token index n (when !is_fam)
+  index_t fam_block = 0;  ///< t: the block this FAM row belongs to (when is_fam)
+  index_t fam_row = 0;    ///< r in [0, F) (when is_fam)
 
   static constexpr node tok(index_t n) noexcept { return {false, n, 0, 0}; }
   static constexpr node fam_of(index_t t, index_t r) noexcept { return {true, 0, t, r}; }
@@ -73,13 +77,15 @@ struct key_range {
 /// up to itself for BSWA and FAM.
 FAM_HOST_DEVICE constexpr key_range visible_tokens(const mask_spec& s, index_t n) noexcept {
   switch (s.kind) {
-    case variant::sliding_window: return {n - s.window + 1 > 0 ? n - s.window + 1 : 0, n};
+    case variant::sliding_window:
+      return {n - s.window + 1 > 0 ? n - s.window + 1 : 0, n};
     case variant::bswa:
     case variant::fam: {
       const index_t first_block = block_of(n, s.block) - s.memory;
       return {first_block > 0 ? first_block * s.block : 0, n};
     }
-    case variant::full_causal: break;
+    case variant::full_causal:
+      break;
   }
   return {0, n};
 }

@@ -17,9 +17,8 @@ namespace naive {
 /// softmax(scale * q.k over visible keys) . V for every query row of one head.
 /// rows: query nodes; cols: key nodes; q_at(i) / k_at(j) / v_at(j) give the head's D floats.
 template <class QAt, class KAt, class VAt, class OutAt>
-void dense_head(const mask_spec& mask, const std::vector<node>& rows,
-                const std::vector<node>& cols, index_t D, double scale, QAt q_at, KAt k_at,
-                VAt v_at, OutAt out_at) {
+void dense_head(const mask_spec& mask, const std::vector<node>& rows, const std::vector<node>& cols,
+                index_t D, double scale, QAt q_at, KAt k_at, VAt v_at, OutAt out_at) {
   std::vector<double> s(cols.size());  // [cols]: one row of the score matrix
   for (std::size_t i = 0; i < rows.size(); ++i) {
     // S_ij = scale * q_i . k_j for visible (i, j), -inf elsewhere       (paper Eq. 1)
@@ -73,7 +72,8 @@ inline void fam_block(const mask_spec& mask, double scale, index_t t, tensor_vie
                       tensor_view<const float> vf, tensor_view<float> out, tensor_view<float> uf) {
   const index_t F = qf.rows, first = t * mask.block;
   std::vector<node> rows, cols;  // rows: [FAM; block t], cols: [FAM; tokens 0..n)
-  for (index_t r = 0; r < F; ++r) rows.push_back(node::fam_of(t, r)), cols.push_back(node::fam_of(t, r));
+  for (index_t r = 0; r < F; ++r)
+    rows.push_back(node::fam_of(t, r)), cols.push_back(node::fam_of(t, r));
   for (index_t n = first; n < q.rows; ++n) rows.push_back(node::tok(n));
   for (index_t n = 0; n < q.rows; ++n) cols.push_back(node::tok(n));
   auto fam_or = [F](std::size_t i, auto fam_row, auto tok_row) {
@@ -84,18 +84,22 @@ inline void fam_block(const mask_spec& mask, double scale, index_t t, tensor_vie
     dense_head(
         mask, rows, cols, q.head_dim, scale,
         [&](std::size_t i) {
-          return fam_or(i, [&](index_t r) { return qf.at(r, h); },
-                        [&](index_t o) { return q.at(first + o, h); });
+          return fam_or(
+              i, [&](index_t r) { return qf.at(r, h); },
+              [&](index_t o) { return q.at(first + o, h); });
         },
         [&](std::size_t j) {
-          return fam_or(j, [&](index_t r) { return kf.at(r, g); }, [&](index_t n) { return k.at(n, g); });
+          return fam_or(
+              j, [&](index_t r) { return kf.at(r, g); }, [&](index_t n) { return k.at(n, g); });
         },
         [&](std::size_t j) {
-          return fam_or(j, [&](index_t r) { return vf.at(r, g); }, [&](index_t n) { return v.at(n, g); });
+          return fam_or(
+              j, [&](index_t r) { return vf.at(r, g); }, [&](index_t n) { return v.at(n, g); });
         },
         [&](std::size_t i) {
-          return fam_or(i, [&](index_t r) { return uf.at(r, h); },
-                        [&](index_t o) { return out.at(first + o, h); });
+          return fam_or(
+              i, [&](index_t r) { return uf.at(r, h); },
+              [&](index_t o) { return out.at(first + o, h); });
         });
   }
 }

@@ -3,8 +3,9 @@
 // Layout (all integers in the writer's byte order, which the byte-order mark records):
 //   "FAMSTATE" | u32 format version | u32 byte-order mark 0x01020304 | u32 header bytes
 //   | 4 zero padding bytes | i64 D, B, M, F, H, Hkv, phi_dim, position_offset | f64 scale
-//   | i64 tokens | u32 phase | u32 fresh | u64 payload floats
-//   | payload: the state's whole storage (ring, Qf, Kf, Vf, Uf, Uf lse, Φ) as raw floats
+//   | i64 tokens | u32 phase | u32 fresh | u32 kv storage type (0 fp32, 1 bf16, 2 fp16)
+//   | 4 zero padding bytes | u64 payload bytes
+//   | payload: the state's whole storage (ring, Kf, Vf, Qf, Uf, Uf lse, Φ) as raw bytes
 //   | u64 FNV-1a checksum of every byte before it.
 // restore_state() validates everything before it writes a single byte of the target.
 #ifndef FAM_STATE_IO_HPP_
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "layer_state.hpp"
 #include "stream.hpp"
@@ -23,6 +25,11 @@ namespace detail {
 
 inline constexpr char state_magic[8] = {'F', 'A', 'M', 'S', 'T', 'A', 'T', 'E'};
 inline constexpr std::uint32_t state_format_version = 1;
+
+template <class KV>
+constexpr std::uint32_t kv_type_code() noexcept {
+  return std::is_same_v<KV, float> ? 0u : std::is_same_v<KV, bf16> ? 1u : 2u;
+}
 inline constexpr std::uint32_t byte_order_mark = 0x01020304u;
 inline constexpr std::uint32_t swapped_byte_order_mark = 0x04030201u;
 
@@ -37,7 +44,8 @@ struct state_header {
   std::int64_t tokens;
   std::uint32_t phase;
   std::uint32_t fresh;
-  std::uint64_t payload_floats;
+  std::uint32_t kv_type;
+  std::uint64_t payload_bytes;
 };
 
 inline constexpr std::size_t state_header_offset = sizeof(state_magic);
@@ -54,8 +62,8 @@ inline std::uint64_t fnv1a(const unsigned char* p, std::size_t n) noexcept {
   return h;
 }
 
-template <class Config>
-state_header make_header(const layer_state<Config>& st) noexcept {
+template <class Config, class KV>
+state_header make_header(const layer_state<Config, KV>& st) noexcept {
   const Config& c = st.config();
   state_header h;
   std::memset(&h, 0, sizeof(h));  // padding bytes too: the checksum covers them
@@ -74,24 +82,24 @@ state_header make_header(const layer_state<Config>& st) noexcept {
   h.tokens = st.tokens();
   h.phase = static_cast<std::uint32_t>(st.phase());
   h.fresh = st.fresh() ? 1u : 0u;
-  h.payload_floats = static_cast<std::uint64_t>(state_access::floats(st));
+  h.kv_type = kv_type_code<KV>();
+  h.payload_bytes = static_cast<std::uint64_t>(state_access::bytes(st));
   return h;
 }
 
 }  // namespace detail
 
 /// Bytes that save_state() writes for this state.
-template <class Config>
-std::size_t serialized_size(const layer_state<Config>& st) noexcept {
-  return detail::state_payload_offset +
-         static_cast<std::size_t>(detail::state_access::floats(st)) * sizeof(float) +
+template <class Config, class KV>
+std::size_t serialized_size(const layer_state<Config, KV>& st) noexcept {
+  return detail::state_payload_offset + detail::state_access::bytes(st) +
          detail::state_checksum_bytes;
 }
 
 /// Writes the whole state into buf[0, serialized_size(st)).
 /// @return ok; not_initialized; null_pointer; buffer_too_small (nothing written).
-template <class Config>
-[[nodiscard]] status save_state(const layer_state<Config>& st, void* buf, std::size_t capacity,
+template <class Config, class KV>
+[[nodiscard]] status save_state(const layer_state<Config, KV>& st, void* buf, std::size_t capacity,
                                 std::size_t* written = nullptr) noexcept {
   FAM_CHECK(st.initialized(), status::not_initialized);
   FAM_CHECK(buf != nullptr, status::null_pointer);
@@ -116,9 +124,9 @@ template <class Config>
 ///         impossible metadata);
 ///         incompatible_state (another format version or byte order, or a configuration
 ///         different from the target's: head dim, B, M, F, heads, kv heads, phi_dim, scale,
-///         position offset).
-template <class Config>
-[[nodiscard]] status restore_state(layer_state<Config>& st, const void* buf,
+///         position offset, kv storage type).
+template <class Config, class KV>
+[[nodiscard]] status restore_state(layer_state<Config, KV>& st, const void* buf,
                                    std::size_t size) noexcept {
   FAM_CHECK(st.initialized(), status::not_initialized);
   FAM_CHECK(buf != nullptr || size == 0, status::null_pointer);
@@ -133,9 +141,9 @@ template <class Config>
   FAM_CHECK(h.byte_order != detail::swapped_byte_order_mark, status::incompatible_state);
   FAM_CHECK(h.byte_order == detail::byte_order_mark, status::corrupt_state);
   FAM_CHECK(h.header_bytes == sizeof(detail::state_header), status::corrupt_state);
-  const std::size_t payload_bytes = size - detail::state_payload_offset - detail::state_checksum_bytes;
-  FAM_CHECK(payload_bytes % sizeof(float) == 0 && h.payload_floats == payload_bytes / sizeof(float),
-            status::corrupt_state);
+  const std::size_t payload_bytes =
+      size - detail::state_payload_offset - detail::state_checksum_bytes;
+  FAM_CHECK(h.payload_bytes == payload_bytes, status::corrupt_state);
   std::uint64_t sum;
   std::memcpy(&sum, in + size - detail::state_checksum_bytes, sizeof(sum));
   FAM_CHECK(detail::fnv1a(in, size - detail::state_checksum_bytes) == sum, status::corrupt_state);
@@ -144,17 +152,18 @@ template <class Config>
   const detail::state_header mine = detail::make_header(st);
   FAM_CHECK(h.head_dim == mine.head_dim && h.block_size == mine.block_size &&
                 h.mem_segments == mine.mem_segments && h.fam_len == mine.fam_len &&
-                h.heads == mine.heads && h.kv_heads == mine.kv_heads &&
-                h.phi_dim == mine.phi_dim && h.position_offset == mine.position_offset &&
+                h.heads == mine.heads && h.kv_heads == mine.kv_heads && h.phi_dim == mine.phi_dim &&
+                h.position_offset == mine.position_offset &&
                 std::memcmp(&h.scale, &mine.scale, sizeof(double)) == 0 &&
-                h.payload_floats == mine.payload_floats,
+                h.kv_type == mine.kv_type && h.payload_bytes == mine.payload_bytes,
             status::incompatible_state);
   // Metadata that no state can have.
   const bool has_fam = h.fam_len > 0;
   const bool at_boundary = h.tokens % h.block_size == 0;
   // tokens: non-negative, and far enough from the top that positions cannot overflow
   FAM_CHECK(h.tokens >= 0 && h.tokens <= std::numeric_limits<std::int64_t>::max() / 4 &&
-                h.fresh <= 1u && h.phase <= 2u, status::corrupt_state);
+                h.fresh <= 1u && h.phase <= 2u,
+            status::corrupt_state);
   const auto phase = static_cast<fam_phase>(h.phase);
   FAM_CHECK(phase != fam_phase::none || (has_fam && h.tokens == 0), status::corrupt_state);
   FAM_CHECK(phase != fam_phase::pending || (has_fam && at_boundary && h.tokens > 0),

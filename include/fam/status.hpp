@@ -29,22 +29,38 @@ enum class status : int {
 /// A short English description, for messages.
 constexpr const char* to_string(status s) noexcept {
   switch (s) {
-    case status::ok: return "ok";
-    case status::invalid_argument: return "invalid argument";
-    case status::invalid_layout: return "invalid layout (head-dim stride must be 1, strides positive)";
-    case status::null_pointer: return "null pointer with non-zero size";
-    case status::shape_mismatch: return "shape mismatch";
-    case status::unsupported: return "unsupported by this backend";
-    case status::too_large: return "sizes overflow the index type";
-    case status::out_of_memory: return "out of memory";
-    case status::buffer_too_small: return "buffer too small";
-    case status::not_initialized: return "state not initialized";
-    case status::fam_not_installed: return "no FAM state installed";
-    case status::fam_update_pending: return "FAM update pending: install the new FAM first";
-    case status::no_update_pending: return "no FAM update pending";
-    case status::out_of_range: return "out of range";
-    case status::corrupt_state: return "corrupt state blob";
-    case status::incompatible_state: return "incompatible state blob";
+    case status::ok:
+      return "ok";
+    case status::invalid_argument:
+      return "invalid argument";
+    case status::invalid_layout:
+      return "invalid layout (head-dim stride must be 1, strides positive)";
+    case status::null_pointer:
+      return "null pointer with non-zero size";
+    case status::shape_mismatch:
+      return "shape mismatch";
+    case status::unsupported:
+      return "unsupported by this backend";
+    case status::too_large:
+      return "sizes overflow the index type";
+    case status::out_of_memory:
+      return "out of memory";
+    case status::buffer_too_small:
+      return "buffer too small";
+    case status::not_initialized:
+      return "state not initialized";
+    case status::fam_not_installed:
+      return "no FAM state installed";
+    case status::fam_update_pending:
+      return "FAM update pending: install the new FAM first";
+    case status::no_update_pending:
+      return "no FAM update pending";
+    case status::out_of_range:
+      return "out of range";
+    case status::corrupt_state:
+      return "corrupt state blob";
+    case status::incompatible_state:
+      return "incompatible state blob";
   }
   return "unknown status";
 }
@@ -57,9 +73,9 @@ FAM_NAMESPACE_END
     if (!(cond)) return code; \
   } while (0)
 // Propagate a non-ok status.
-#define FAM_TRY(expr)                                     \
-  do {                                                    \
-    const ::fam::status fam_try_status_ = (expr);         \
+#define FAM_TRY(expr)                                                 \
+  do {                                                                \
+    const ::fam::status fam_try_status_ = (expr);                     \
     if (fam_try_status_ != ::fam::status::ok) return fam_try_status_; \
   } while (0)
 

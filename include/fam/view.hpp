@@ -28,7 +28,11 @@ struct tensor_view {
   }
   /// Rows [first, first + count) of this view.
   constexpr tensor_view rows_from(index_t first, index_t count) const noexcept {
-    return {count == 0 ? data : data + first * row_stride, count, heads, head_dim, row_stride,
+    return {count == 0 ? data : data + first * row_stride,
+            count,
+            heads,
+            head_dim,
+            row_stride,
             head_stride};
   }
   /// A read-only view of the same memory.
@@ -44,8 +48,8 @@ constexpr tensor_view<T> make_view(T* data, index_t rows, index_t heads,
   return {data, rows, heads, head_dim, heads * head_dim, head_dim};
 }
 
-/// Optional log-sum-exp output, [rows, heads]: element (r, h) at data[r*row_stride + h*head_stride].
-/// A null data pointer means "not requested".
+/// Optional log-sum-exp output, [rows, heads]: element (r, h) at data[r*row_stride +
+/// h*head_stride]. A null data pointer means "not requested".
 struct lse_view {
   float* data = nullptr;
   index_t row_stride = 0;

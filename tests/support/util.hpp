@@ -79,6 +79,17 @@ inline bool close_to_oracle(const std::vector<float>& got, const std::vector<dou
   return true;
 }
 
+/// Caller storage for a layer_state: `bytes` bytes aligned to 64.
+struct aligned_bytes {
+  std::vector<unsigned char> raw;
+  unsigned char* data = nullptr;
+  std::size_t size = 0;
+  explicit aligned_bytes(std::size_t bytes) : raw(bytes + 64), size(bytes) {
+    const auto p = reinterpret_cast<std::uintptr_t>(raw.data());
+    data = raw.data() + (64 - p % 64) % 64;
+  }
+};
+
 /// Bitwise equality of two float buffers (NaNs compared by bits too).
 inline bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() &&

@@ -1,4 +1,5 @@
-// Backend policy tags. A backend is an empty tag type; the algorithm calls the kernel entry
+// Backend policy tags. A backend is a tag type (holding only a parallel-for hook); the
+// algorithm calls the kernel entry
 // points (kernel::attend_rows) with the tag, and overload resolution picks the implementation.
 // A custom backend derives from an existing tag and overloads only what it changes; anything
 // it does not overload falls back to its base (xsimd's requires_arch idea).
@@ -7,12 +8,14 @@
 
 #include <type_traits>
 
-#include "../detail/macros.hpp"
+#include "../parallel.hpp"
 
 FAM_NAMESPACE_BEGIN
 
-/// Root of every backend tag.
-struct backend_tag {};
+/// Root of every backend tag. Its only state is the optional parallel-for hook.
+struct backend_tag {
+  parallel_hook parallel;  ///< default: run work items serially on the calling thread
+};
 
 namespace detail {
 template <class Backend>

@@ -14,6 +14,7 @@
 
 #include "../detail/key_spans.hpp"
 #include "../detail/math.hpp"
+#include "../types.hpp"
 #include "backend.hpp"
 
 FAM_NAMESPACE_BEGIN
@@ -36,23 +37,27 @@ struct reference_row_state {
   double acc[reference_backend::max_head_dim];  // [D]
 };
 
-inline double dot(const float* a, const float* b, index_t n) noexcept {
+/// q.k in double; element d of the key is k[d * k_dim_stride].
+template <class TQ, class TK>
+double dot(const TQ* q, const TK* k, index_t k_dim_stride, index_t n) noexcept {
   double s = 0.0;
-  for (index_t d = 0; d < n; ++d) s += static_cast<double>(a[d]) * static_cast<double>(b[d]);
+  for (index_t d = 0; d < n; ++d)
+    s += static_cast<double>(to_float(q[d])) * static_cast<double>(to_float(k[d * k_dim_stride]));
   return s;
 }
 
 /// Adds the first `count` keys of `span` to the row state.
-inline void reference_add_span(reference_row_state& st, const float* q, const key_span& span,
-                               index_t count, index_t head_dim, double scale) noexcept {
+template <class TQ, class TK>
+void reference_add_span(reference_row_state& st, const TQ* q, const key_span<TK>& span,
+                        index_t count, index_t head_dim, double scale) noexcept {
   double logits[reference_backend::key_tile];  // [tile]
   for (index_t j0 = 0; j0 < count; j0 += reference_backend::key_tile) {
-    const index_t tile = count - j0 < reference_backend::key_tile ? count - j0
-                                                                   : reference_backend::key_tile;
+    const index_t tile =
+        count - j0 < reference_backend::key_tile ? count - j0 : reference_backend::key_tile;
     // pass 1: logits and the tile max
     double tile_max = detail::neg_inf;
     for (index_t j = 0; j < tile; ++j) {
-      logits[j] = scale * dot(q, span.k + (j0 + j) * span.k_stride, head_dim);
+      logits[j] = scale * dot(q, span.k + (j0 + j) * span.k_stride, span.k_dim_stride, head_dim);
       tile_max = std::fmax(tile_max, logits[j]);
       if (std::isnan(logits[j])) tile_max = logits[j];  // a NaN key poisons its row, visibly
     }
@@ -65,28 +70,28 @@ inline void reference_add_span(reference_row_state& st, const float* q, const ke
     // pass 2: add the tile's weighted values
     for (index_t j = 0; j < tile; ++j) {
       const double p = std::exp(logits[j] - m_new);
-      const float* v = span.v + (j0 + j) * span.v_stride;
+      const TK* v = span.v + (j0 + j) * span.v_stride;
       st.l += p;
-      for (index_t d = 0; d < head_dim; ++d) st.acc[d] += p * static_cast<double>(v[d]);
+      for (index_t d = 0; d < head_dim; ++d) st.acc[d] += p * static_cast<double>(to_float(v[d]));
     }
     st.m = m_new;
   }
 }
 
 /// Attends `rows` to the keys of `spans` (the last span masked by `tail`).
-/// @tparam Spans has `index_t size()` and `key_span operator[](index_t)`.
+/// @tparam Spans has `index_t size()` and `key_span<TK> operator[](index_t)`.
 /// A row that sees no key gets out = 0 and lse = -inf.
-template <class Spans>
-void attend_rows(const query_rows& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+template <class TQ, class Spans>
+void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
                  double scale, const reference_backend&) noexcept {
   FAM_ASSERT(head_dim <= reference_backend::max_head_dim);
   const index_t n_spans = spans.size();
   for (index_t i = 0; i < rows.count; ++i) {
-    const float* q = rows.q + i * rows.q_stride;  // [D]
+    const TQ* q = rows.q + i * rows.q_stride;  // [D]
     reference_row_state st;
     for (index_t d = 0; d < head_dim; ++d) st.acc[d] = 0.0;
     for (index_t s = 0; s < n_spans; ++s) {
-      const key_span span = spans[s];
+      const auto span = spans[s];
       const index_t count = s + 1 == n_spans ? tail.visible(i, span.count) : span.count;
       reference_add_span(st, q, span, count, head_dim, scale);
     }

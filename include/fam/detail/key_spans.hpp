@@ -12,24 +12,25 @@
 FAM_NAMESPACE_BEGIN
 namespace kernel {
 
-/// `count` key rows (k + j*k_stride) and their value rows (v + j*v_stride), j < count.
+/// `count` keys and values. Element d of key j is k[j*k_stride + d*k_dim_stride]: row-major keys
+/// have k_dim_stride 1 (a caller's [L, H, D] tensor); transposed keys have k_stride 1 (the ring
+/// and the FAM keys of a state store each block as K^T [D, B], so a vector of consecutive keys
+/// is one load). Value j is the D contiguous elements at v + j*v_stride.
+template <class T>
 struct key_span {
-  const float* k = nullptr;
-  const float* v = nullptr;
+  const T* k = nullptr;
+  const T* v = nullptr;
   index_t k_stride = 0;
+  index_t k_dim_stride = 1;
   index_t v_stride = 0;
   index_t count = 0;
-
-  constexpr key_span tail_from(index_t first) const noexcept {
-    return {k + first * k_stride, v + first * v_stride, k_stride, v_stride, count - first};
-  }
-  constexpr key_span head(index_t n) const noexcept { return {k, v, k_stride, v_stride, n}; }
 };
 
-/// `count` query rows that share the same key spans; row i writes out + i*out_stride and,
-/// when lse is not null, lse[i*lse_stride].
+/// `count` query rows that share the same key spans; row i reads q + i*q_stride and writes
+/// out + i*out_stride and, when lse is not null, lse[i*lse_stride].
+template <class T>
 struct query_rows {
-  const float* q = nullptr;
+  const T* q = nullptr;
   index_t q_stride = 0;
   float* out = nullptr;
   index_t out_stride = 0;
