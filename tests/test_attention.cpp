@@ -256,7 +256,7 @@ TEST_SUITE("attention") {
       const auto q = rng.floats(b * H * D), k = rng.floats(b * Hkv * D),
                  v = rng.floats(b * Hkv * D, -2, 2);
       std::vector<float> ut(b * H * D), uf(F * H * D), lt(b * H), lf(F * H);
-      fam::fam_block_args a;
+      fam::fam_block_args<> a;
       a.mem_k = fam::make_view(km.data(), Lm, Hkv, D);
       a.mem_v = fam::make_view(vm.data(), Lm, Hkv, D);
       a.qf = fam::make_view(qf.data(), F, H, D);
