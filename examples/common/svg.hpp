@@ -89,6 +89,16 @@ struct grid {
   std::vector<std::pair<std::string, std::string>> legend;  // (colour, meaning)
 };
 
+/// A colour for a value in [0, 1]: white at 0, dark red at 1 (a heatmap's scale).
+inline std::string shade(double value) {
+  const double w = std::min(1.0, std::max(0.0, value));
+  const int r = int(255 - w * (255 - 122)), g = int(255 - w * (255 - 31)),
+            b = int(255 - w * (255 - 31));
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", r, g, b);
+  return buf;
+}
+
 inline std::string heatmap(const grid& g) {
   const double left = kMargin, top = kMargin + kTitleRoom;
   const double legend_room = g.legend.empty() ? 0 : 20.0 * double(g.legend.size()) + 8;

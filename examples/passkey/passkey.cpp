@@ -10,7 +10,8 @@
 //   FAM with F = 0        the same network without FAM rows (= BSWA with M = 1)
 //   FAM, frozen           F = 1, but every update re-installs Φ[-1]: memory that never learns
 //
-//   passkey [--filler N] [--trials T] [--seed S]     defaults: N = 100000, T = 20
+//   passkey [--filler N] [--trials T] [--seed S] [--picture DIR]
+//           defaults: N = 100000, T = 20; --picture also writes DIR/passkey_attention.svg
 //
 // It prints the accuracy of each variant next to chance (1/128) and returns non-zero unless
 // FAM answers every trial and no control does better than kControlMax.
@@ -23,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "attention_picture.hpp"
 #include "fam/fam.hpp"
 #include "network.hpp"
 
@@ -127,10 +129,15 @@ index_t run(const variant& var, const trial& tr, index_t n_filler) {
   return answer;
 }
 
-index_t arg_value(int argc, char** argv, const char* name, index_t fallback) {
+const char* arg_text(int argc, char** argv, const char* name) {
   for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], name) == 0) return std::atoll(argv[i + 1]);
-  return fallback;
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  return nullptr;
+}
+
+index_t arg_value(int argc, char** argv, const char* name, index_t fallback) {
+  const char* text = arg_text(argc, argv, name);
+  return text != nullptr ? std::atoll(text) : fallback;
 }
 
 }  // namespace
@@ -140,6 +147,12 @@ int main(int argc, char** argv) {
   const index_t trials = arg_value(argc, argv, "--trials", 20);
   const index_t seed = arg_value(argc, argv, "--seed", 1);
   if (n_filler < 1 || trials < 1) return std::printf("need --filler >= 1 and --trials >= 1\n"), 2;
+  if (const char* dir = arg_text(argc, argv, "--picture")) {
+    const std::string path = svg::join(dir, "passkey_attention.svg");
+    if (!svg::write_file(path, svg::heatmap(attention_picture())))
+      return std::printf("cannot write %s\n", path.c_str()), 1;
+    std::printf("-> %s\n", path.c_str());
+  }
 
   std::mt19937_64 rng{std::uint64_t(seed)};
   std::vector<trial> ts;
