@@ -10,7 +10,7 @@
 // masks from fam::visible) twice, with token j nudged the second time, and see which blocks'
 // outputs moved.
 //
-//   03_receptive_field [N=2] [B=4] [M=1] [F=2] [j=5] [out=.]
+//   03_receptive_field [N=2] [B=4] [M=1] [F=2] [j=5] [out=.]   (a bare argument is `out`)
 // writes receptive_field.svg (max |change| per block, BSWA and FAM) into `out`.
 #include <cmath>
 #include <cstdio>
@@ -72,7 +72,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const auto eq = a.find('=');
-    if (eq == std::string::npos || !arg.count(a.substr(0, eq)))
+    if (eq == std::string::npos) {  // a bare argument is the output folder, as in 05 and 06
+      arg["out"] = a;
+      continue;
+    }
+    if (!arg.count(a.substr(0, eq)))
       return std::printf("usage: %s [N=2] [B=4] [M=1] [F=2] [j=5] [out=.]\n", argv[0]), 2;
     arg[a.substr(0, eq)] = a.substr(eq + 1);
   }
@@ -90,8 +94,9 @@ int main(int argc, char** argv) {
   for (vec& row : x)
     for (double& v : row) v = g(rng);
 
-  std::printf("N = %lld layers, B = %lld, M = %lld; token j = %lld is in block %lld\n",
-              (long long)N, (long long)B, (long long)M, (long long)j, (long long)bj);
+  std::printf(
+      "N = %lld layers, B = %lld, M = %lld (FAM: F = %lld); token j = %lld is in block %lld\n",
+      (long long)N, (long long)B, (long long)M, (long long)F, (long long)j, (long long)bj);
   std::printf(
       "analytic, BSWA: layer l reaches blocks %lld .. %lld + l*M; the stack reaches "
       "block %lld = block(j) + N*M\n\n",

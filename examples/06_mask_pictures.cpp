@@ -29,12 +29,15 @@ auto sees(const mask_spec& s) {
 }
 
 /// Draws one mask into out_dir/file and prints it; returns the number of visible cells.
+/// Blocks (lines every B tokens) are drawn only for the masks that have them.
 long draw(const std::string& out_dir, const char* file, const std::string& title,
           const mask_spec& s, const std::vector<fam::node>& axis) {
+  const bool blocked = s.kind == fam::variant::bswa || s.kind == fam::variant::fam;
   std::printf("\n%s\n", title.c_str());
   const long cells = picture::print(axis, axis, sees(s));
   const std::string path = svg::join(out_dir, file);
-  if (!svg::write_file(path, svg::heatmap(picture::grid(title, axis, axis, sees(s), kBlock)))) {
+  if (!svg::write_file(path, svg::heatmap(picture::grid(title, axis, axis, sees(s),
+                                                        blocked ? kBlock : kTokens)))) {
     std::printf("cannot write %s\n", path.c_str());
     return -1;
   }
