@@ -539,7 +539,7 @@ TEST_SUITE("errors") {
 
   TEST_CASE("a head dim above the backend maximum is unsupported") {
     testing::rng r(testing::base_seed() + 4);
-    const index_t D = fam::reference_backend::max_head_dim + 1;
+    const index_t D = FAM_DEFAULT_BACKEND::max_head_dim + 1;
     const cfg_t cfg = make_cfg(D, 2, 1, 0, 2, 1);
     REQUIRE(cfg.validate() == status::ok);
     io x(2, 2, 1, D, r);
@@ -564,7 +564,7 @@ TEST_SUITE("errors") {
     CHECK(x.untouched());
 
     // the maximum itself works
-    const index_t Dmax = fam::reference_backend::max_head_dim;
+    const index_t Dmax = FAM_DEFAULT_BACKEND::max_head_dim;
     io y(2, 2, 1, Dmax, r);
     CHECK(fam::attention(make_cfg(Dmax, 2, 1, 0, 2, 1), fam::mask_spec::full(), y.qv(), y.kv(),
                          y.vv(), y.ov(), y.lv()) == status::ok);

@@ -36,7 +36,7 @@ status check_heads(const Config& cfg, head_geometry& g) noexcept {
 /// @return ok; invalid_argument (config, mask, variant::fam), shape_mismatch, invalid_layout,
 ///         null_pointer, unsupported (head dim above Backend::max_head_dim). Nothing is written
 ///         unless ok.
-template <class Config, class TQ, class TK, class TV, class Backend = reference_backend>
+template <class Config, class TQ, class TK, class TV, class Backend = FAM_DEFAULT_BACKEND>
 [[nodiscard]] status attention(const Config& cfg, const mask_spec& mask, tensor_view<TQ> q,
                                tensor_view<TK> k, tensor_view<TV> v, tensor_view<float> out,
                                lse_view lse = {}, const Backend& backend = {}) noexcept {
@@ -83,7 +83,7 @@ struct fam_block_args {
 /// B, M and F come from cfg. With F = 0 this is one block of BSWA.
 /// @return ok, or the statuses of attention() (shape_mismatch when Lm is not a multiple of B
 ///         or exceeds M*B, or b > B).
-template <class Config, class TQ, class TK, class Backend = reference_backend>
+template <class Config, class TQ, class TK, class Backend = FAM_DEFAULT_BACKEND>
 [[nodiscard]] status fam_attention(const Config& cfg, const fam_block_args<TQ, TK>& a,
                                    const Backend& backend = {}) noexcept {
   detail::head_geometry g{};

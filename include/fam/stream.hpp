@@ -206,7 +206,7 @@ using plain_t = std::remove_const_t<T>;
 /// @return ok; not_initialized; fam_not_installed (F > 0, no begin_fam yet);
 ///         fam_update_pending (update_fam first); shape_mismatch, invalid_layout, null_pointer.
 ///         On error nothing is written and the state is unchanged.
-template <class Config, class KV, class TQ, class TK, class TV, class Backend = reference_backend>
+template <class Config, class KV, class TQ, class TK, class TV, class Backend = FAM_DEFAULT_BACKEND>
 [[nodiscard]] status attend(layer_state<Config, KV>& st, tensor_view<TQ> q, tensor_view<TK> k,
                             tensor_view<TV> v, tensor_view<float> out, lse_view lse = {},
                             index_t* consumed = nullptr, const Backend& backend = {}) noexcept {
@@ -303,7 +303,7 @@ struct sequence_step {
 /// and length (zero allowed). Every member is validated first: on any error nothing is
 /// processed and no state changes. Each member stops at a FAM block end as attend() does.
 /// @return ok; invalid_argument (a null state, or one state twice); the statuses of attend.
-template <class Config, class KV, class TQ, class Backend = reference_backend>
+template <class Config, class KV, class TQ, class Backend = FAM_DEFAULT_BACKEND>
 [[nodiscard]] status attend_batch(sequence_step<Config, KV, TQ>* steps, index_t count,
                                   const Backend& backend = {}) noexcept {
   detail::check_backend<Backend>();

@@ -28,6 +28,12 @@ struct reference_backend : backend_tag {
   static constexpr index_t key_tile = 64;
 };
 
+/// The backend that calls use when none is passed. A program may define FAM_DEFAULT_BACKEND
+/// (to a backend declared before fam's call headers are included), as the SIMD test build does.
+#ifndef FAM_DEFAULT_BACKEND
+#define FAM_DEFAULT_BACKEND ::fam::reference_backend
+#endif
+
 namespace kernel {
 
 /// Online-softmax state of one query row: running max m, running sum l, accumulator acc[D].

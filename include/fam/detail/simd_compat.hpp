@@ -1,0 +1,41 @@
+// Everything that depends on the xsimd version lives here (Debian ships xsimd 8.1, whose API
+// differs from later releases: hadd instead of reduce_add, no reduce_max, no masked loads).
+// Every function takes the architecture as a template parameter, so translation units built
+// for different ISAs never define one symbol two ways.
+#ifndef FAM_DETAIL_SIMD_COMPAT_HPP_
+#define FAM_DETAIL_SIMD_COMPAT_HPP_
+
+#include <xsimd/xsimd.hpp>
+
+#include "macros.hpp"
+
+FAM_NAMESPACE_BEGIN
+namespace simd {
+
+template <class Arch>
+using fbatch = xsimd::batch<float, Arch>;
+
+/// Sum of the lanes, in xsimd's fixed tree order (deterministic for one ISA).
+template <class Arch>
+inline float reduce_add(const fbatch<Arch>& x) noexcept {
+#if XSIMD_VERSION_MAJOR < 9
+  return xsimd::hadd(x);
+#else
+  return xsimd::reduce_add(x);
+#endif
+}
+
+/// Largest lane (NaN lanes ignored unless all are NaN, like std::fmax).
+template <class Arch>
+inline float reduce_max(const fbatch<Arch>& x) noexcept {
+  alignas(64) float lanes[fbatch<Arch>::size];
+  x.store_aligned(lanes);
+  float m = lanes[0];
+  for (std::size_t i = 1; i < fbatch<Arch>::size; ++i) m = lanes[i] > m ? lanes[i] : m;
+  return m;
+}
+
+}  // namespace simd
+FAM_NAMESPACE_END
+
+#endif  // FAM_DETAIL_SIMD_COMPAT_HPP_
