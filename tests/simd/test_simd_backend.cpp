@@ -1,0 +1,222 @@
+// The SIMD backend on its own: bitwise determinism under any thread count and schedule,
+// tile statistics against a brute-force count from the mask, and bf16/fp16 storage error
+// against a naive implementation in the same precision.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "fam/backend/simd.hpp"
+#include "fam/fam.hpp"
+#include "fam/thread_pool.hpp"
+#include "support/oracle.hpp"
+#include "support/util.hpp"
+
+namespace {
+
+using fam::index_t;
+
+/// A parallel-for that runs the items in a shuffled order on `threads` threads.
+struct shuffled_hook {
+  int threads;
+  std::uint64_t seed;
+  static void run(void* self, index_t n, void (*task)(void*, index_t), void* arg) {
+    auto* h = static_cast<shuffled_hook*>(self);
+    std::vector<index_t> order(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) order[std::size_t(i)] = i;
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(h->seed++));
+    std::vector<std::thread> pool;
+    for (int t = 0; t < h->threads; ++t)
+      pool.emplace_back([&, t] {
+        for (std::size_t i = std::size_t(t); i < order.size(); i += std::size_t(h->threads))
+          task(arg, order[i]);
+      });
+    for (std::thread& t : pool) t.join();
+  }
+  fam::parallel_hook hook() { return {this, &shuffled_hook::run}; }
+};
+
+struct inputs {
+  index_t L, H, Hkv, D;
+  std::vector<float> q, k, v;
+};
+
+inputs random_inputs(testing::rng& rng, index_t L, index_t H, index_t Hkv, index_t D) {
+  return {L, H, Hkv, D, rng.floats(L * H * D), rng.floats(L * Hkv * D), rng.floats(L * Hkv * D)};
+}
+
+std::vector<float> run_attention(const inputs& x, const fam::mask_spec& spec,
+                                 const fam::simd_backend<>& be) {
+  fam::attention_config<> cfg(x.D, 1, 0, 0);
+  cfg.set_heads(x.H, x.Hkv);
+  std::vector<float> out(x.L * x.H * x.D);
+  REQUIRE(fam::attention(cfg, spec, fam::make_view(x.q.data(), x.L, x.H, x.D),
+                         fam::make_view(x.k.data(), x.L, x.Hkv, x.D),
+                         fam::make_view(x.v.data(), x.L, x.Hkv, x.D),
+                         fam::make_view(out.data(), x.L, x.H, x.D), {}, be) == fam::status::ok);
+  return out;
+}
+
+}  // namespace
+
+TEST_SUITE("simd") {
+  TEST_CASE("any thread count and schedule gives bitwise the serial result") {
+    testing::rng rng(testing::base_seed() + 70);
+    const inputs x = random_inputs(rng, 300, 4, 2, 40);
+    for (const fam::mask_spec& spec : {fam::mask_spec::full(), fam::mask_spec::sliding_window(37),
+                                       fam::mask_spec::bswa(64, 2)}) {
+      const std::vector<float> serial = run_attention(x, spec, {});
+      for (int threads : {1, 2, 3, 7}) {
+        shuffled_hook h{threads, testing::base_seed() + std::uint64_t(threads)};
+        fam::simd_backend<> be;
+        be.parallel = h.hook();
+        INFO("threads ", threads, " variant ", int(spec.kind));
+        CHECK(testing::bitwise_equal(run_attention(x, spec, be), serial));
+      }
+      fam::thread_pool pool(2);
+      fam::simd_backend<> be;
+      be.parallel = pool.hook();
+      CHECK(testing::bitwise_equal(run_attention(x, spec, be), serial));
+    }
+  }
+
+  TEST_CASE("streaming with threads gives bitwise the serial stream") {
+    testing::rng rng(testing::base_seed() + 71);
+    const index_t B = 16, M = 2, F = 3, D = 24, H = 4, L = 7 * B + 5;
+    fam::attention_config<> cfg(D, B, M, F);
+    cfg.set_heads(H, H);
+    const inputs x = random_inputs(rng, L, H, H, D);
+    const std::vector<float> phi = rng.floats(F * H * D);
+    auto stream = [&](const fam::simd_backend<>& be, index_t chunk) {
+      fam::layer_state<fam::attention_config<>> st;
+      REQUIRE(st.init(cfg) == fam::status::ok);
+      const auto pv = fam::make_view(phi.data(), F, H, D);
+      REQUIRE(fam::begin_fam(st, pv, pv, pv) == fam::status::ok);
+      std::vector<float> out(L * H * D);
+      for (index_t done = 0, n = 0; done < L; done += n) {
+        const index_t c = std::min(chunk, L - done);
+        REQUIRE(fam::attend(st, fam::make_view(x.q.data(), L, H, D).rows_from(done, c),
+                            fam::make_view(x.k.data(), L, H, D).rows_from(done, c),
+                            fam::make_view(x.v.data(), L, H, D).rows_from(done, c),
+                            fam::make_view(out.data(), L, H, D).rows_from(done, c), {}, &n,
+                            be) == fam::status::ok);
+        if (st.phase() == fam::fam_phase::pending) {
+          const auto uf = st.fam_output();  // weight-free update (SPEC §6)
+          REQUIRE(fam::update_fam(st, uf, uf, uf) == fam::status::ok);
+        }
+      }
+      return out;
+    };
+    const std::vector<float> serial = stream({}, L);
+    for (int threads : {2, 3, 7}) {
+      shuffled_hook h{threads, 5};
+      fam::simd_backend<> be;
+      be.parallel = h.hook();
+      for (index_t chunk : {index_t(1), B - 1, L}) {
+        INFO("threads ", threads, " chunk ", chunk);
+        CHECK(testing::bitwise_equal(stream(be, chunk), serial));
+      }
+    }
+  }
+
+  // Brute force from the public mask: for every (row chunk of a block, key tile aligned to a
+  // block) pair, the tile is computed iff some row sees some key of it, and masked iff it is
+  // computed and not every row sees every key. Tiles outside the window are skipped.
+  TEST_CASE(
+      "tiles computed and masked match a brute-force count and skipped tiles are not computed") {
+    for (index_t B : {64, 128, 192})
+      for (index_t M : {0, 1, 3})
+        for (index_t L : {B, 3 * B + 70, 6 * B}) {
+          const index_t D = 8, KT = fam::simd_backend<>::key_tile;
+          testing::rng rng(testing::base_seed() + 72);
+          const inputs x = random_inputs(rng, L, 1, 1, D);
+          fam::attention_stats stats;
+          fam::simd_backend<> be;
+          be.stats = &stats;
+          const fam::mask_spec spec = fam::mask_spec::bswa(B, M);
+          (void)run_attention(x, spec, be);
+          index_t computed = 0, masked = 0, causal_tiles = 0;
+          for (index_t r0 = 0; r0 < L; r0 += B) {  // row chunk = block (B <= row_chunk)
+            const index_t r1 = std::min(r0 + B, L);
+            for (index_t k0 = 0; k0 < r1; k0 += KT) {  // key tiles of the causal rectangle
+              const index_t k1 = std::min(k0 + KT, r1);
+              ++causal_tiles;
+              bool any = false, all = true;
+              for (index_t n = r0; n < r1; ++n)
+                for (index_t m = k0; m < k1; ++m) {
+                  const bool vis = fam::visible(spec, n, m);
+                  any = any || vis;
+                  all = all && vis;
+                }
+              computed += any ? 1 : 0;
+              masked += any && !all ? 1 : 0;
+            }
+          }
+          INFO("B=", B, " M=", M, " L=", L);
+          CHECK(stats.key_tiles.load() == computed);
+          CHECK(stats.masked_tiles.load() == masked);
+          MESSAGE("B=", B, " M=", M, " L=", L, ": ", computed, " tiles computed, ",
+                  causal_tiles - computed, " skipped, ", masked, " masked");
+        }
+  }
+
+  TEST_CASE("bf16 and fp16 storage err at most twice a naive implementation in that precision") {
+    testing::rng rng(testing::base_seed() + 73);
+    const index_t L = 200, H = 4, Hkv = 2, D = 64, B = 32, M = 2;
+    const inputs x = random_inputs(rng, L, H, Hkv, D);
+    const fam::mask_spec spec = fam::mask_spec::bswa(B, M);
+    fam::attention_config<> cfg(D, B, M, 0);
+    cfg.set_heads(H, Hkv);
+    const oracle::attn_result exact = oracle::token_attention(
+        oracle::mask::bswa, 0, B, M, L, int(H), int(Hkv), int(D), cfg.scale(),
+        testing::to_double(x.q), testing::to_double(x.k), testing::to_double(x.v));
+    auto max_err = [&](const std::vector<float>& got) {
+      double e = 0;
+      for (std::size_t i = 0; i < got.size(); ++i)
+        e = std::max(e, std::fabs(got[i] - exact.out[i]));
+      return e;
+    };
+    auto check_type = [&](auto tag, const char* name) {
+      using T = decltype(tag);
+      auto convert = [](const std::vector<float>& v) {
+        std::vector<T> r(v.size());
+        for (std::size_t i = 0; i < v.size(); ++i) r[i] = fam::from_float<T>(v[i]);
+        return r;
+      };
+      const std::vector<T> q = convert(x.q), k = convert(x.k), v = convert(x.v);
+      std::vector<float> out(L * H * D);
+      REQUIRE(fam::attention(
+                  cfg, spec, fam::make_view(q.data(), L, H, D), fam::make_view(k.data(), L, Hkv, D),
+                  fam::make_view(v.data(), L, Hkv, D), fam::make_view(out.data(), L, H, D), {},
+                  fam::simd_backend<>{}) == fam::status::ok);
+      // the naive implementation in the same precision: inputs rounded to T, math in fp32
+      std::vector<float> qr(q.size()), kr(k.size()), vr(v.size()), naive(L * H * D);
+      for (std::size_t i = 0; i < q.size(); ++i) qr[i] = fam::to_float(q[i]);
+      for (std::size_t i = 0; i < k.size(); ++i)
+        kr[i] = fam::to_float(k[i]), vr[i] = fam::to_float(v[i]);
+      fam::naive::attention(spec, cfg.scale(), fam::make_view<const float>(qr.data(), L, H, D),
+                            fam::make_view<const float>(kr.data(), L, Hkv, D),
+                            fam::make_view<const float>(vr.data(), L, Hkv, D),
+                            fam::make_view(naive.data(), L, H, D));
+      const double ours = max_err(out), base = max_err(naive);
+      MESSAGE(name, ": max|err| ", ours, " vs naive in the same precision ", base);
+      CHECK(ours <= 2.0 * base);
+      // and a streaming state that stores its ring in T gives the same numbers as the call
+      fam::layer_state<fam::attention_config<>, T> st;
+      REQUIRE(st.init(cfg) == fam::status::ok);
+      std::vector<float> streamed(L * H * D);
+      for (index_t n = 0; n < L; ++n)
+        REQUIRE(fam::attend(st, fam::make_view(q.data(), L, H, D).rows_from(n, 1),
+                            fam::make_view(k.data(), L, Hkv, D).rows_from(n, 1),
+                            fam::make_view(v.data(), L, Hkv, D).rows_from(n, 1),
+                            fam::make_view(streamed.data(), L, H, D).rows_from(n, 1), {}, nullptr,
+                            fam::simd_backend<>{}) == fam::status::ok);
+      CHECK(testing::bitwise_equal(streamed, out));
+    };
+    check_type(fam::bf16{}, "bf16");
+    check_type(fam::fp16{}, "fp16");
+  }
+}
