@@ -183,7 +183,10 @@ inline std::string line_plot(const plot& p) {
   const double ystep = tick_step(y1 - y0, 6), xstep = tick_step(x1 - x0, 10);
   y0 = std::floor(y0 / ystep) * ystep, y1 = std::ceil(y1 / ystep) * ystep;
 
-  const double left = kMargin + 30, top = kMargin + kTitleRoom, legend_room = 130;
+  std::size_t longest_name = 0;
+  for (const series& ser : p.lines) longest_name = std::max(longest_name, ser.name.size());
+  const double left = kMargin + 30, top = kMargin + kTitleRoom;
+  const double legend_room = 50 + 0.6 * kFontSize * double(longest_name);
   const double width = std::max(p.width, left + 0.6 * (kFontSize + 2) * double(p.title.size()));
   const double w = width - left - kMargin - legend_room, h = p.height - top - kMargin - 10;
   auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * w; };

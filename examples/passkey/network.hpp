@@ -19,7 +19,11 @@
 //   who asks            query     sees (logit)                       so it copies
 //   FAM row, no key     G e_ToFam itself G, fillers 0                Φ[t-1]         (keeps)
 //   FAM row, key seen   G e_ToFam key token 2G, itself G, fillers 0  the key token  (stores)
-//   question token      G e_ToAsk FAM G, everything else 0           Φ[t-1]         (answers)
+//   question token      G e_ToAsk FAM G, fillers 0                   Φ[t-1]         (answers)
+//   question, key near  G e_ToAsk key token 2G, FAM G, fillers 0     the key token  (reads it)
+//
+// The last line is there for the controls: without FAM, the question still finds the key
+// whenever the key is inside its BSWA window, so they fail only because the key is too far.
 //
 // The FAM update is Φ[t] = Uf·Wo with Wo = I (no residual, no FFN: the attention output is
 // the new state), so the state is always e_FamFlag + (e_key once the key has been seen).
@@ -66,7 +70,8 @@ inline const weights& key_weights() {
   static const weights w = {
       {kToFam, kFamFlag, 1.0f},  // FAM rows answer FAM rows (logit G) ...
       {kToAsk, kFamFlag, 1.0f},  // ... and the question (logit G)
-      {kToFam, kKeyMark, 2.0f},  // the key token outbids the FAM's own rows (2G > G)
+      {kToFam, kKeyMark, 2.0f},  // the key token outbids the FAM's own rows (2G > G) ...
+      {kToAsk, kKeyMark, 2.0f},  // ... and the FAM, for a question that can see it directly
   };
   return w;
 }
