@@ -16,7 +16,8 @@
 //           short distances, where the controls can still see the key)
 //
 // It prints the accuracy of each variant next to chance (1/128) and returns non-zero unless
-// FAM answers every trial and no control does better than kControlMax.
+// FAM answers every trial and, once the key is out of the controls' BSWA window, no control
+// does better than kControlMax.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
