@@ -202,7 +202,7 @@ TEST_SUITE("simd") {
                             fam::make_view<const float>(vr.data(), L, Hkv, D),
                             fam::make_view(naive.data(), L, H, D));
       const double ours = max_err(out), base = max_err(naive);
-      MESSAGE(name, ": max|err| ", ours, " vs naive in the same precision ", base);
+      MESSAGE(std::string(name), ": max|err| ", ours, " vs naive in the same precision ", base);
       CHECK(ours <= 2.0 * base);
       // and a streaming state that stores its ring in T gives the same numbers as the call
       fam::layer_state<fam::attention_config<>, T> st;

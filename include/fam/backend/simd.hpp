@@ -48,10 +48,10 @@ struct simd_backend : reference_backend {
   static constexpr const char* name() noexcept { return "simd"; }
   /// Largest head dimension (tile buffers live on the stack: ~140 KB at D = 256).
   static constexpr index_t max_head_dim = 256;
-  /// Keys per tile: a multiple of four vectors of every ISA.
-  static constexpr index_t key_tile = 64;
-  /// Query rows that share one packed K^T tile.
-  static constexpr index_t row_chunk = 256;
+  /// Keys per tile: a multiple of the vector width of every ISA.
+  static constexpr index_t key_tile = 32;
+  /// Query rows that share one packed K^T tile (a whole block up to B = 1024).
+  static constexpr index_t row_chunk = 1024;
 
   attention_stats* stats = nullptr;  ///< optional counters
 };
@@ -63,9 +63,17 @@ template <class Arch>
 using fbatch = simd::fbatch<Arch>;
 template <class Arch>
 inline constexpr index_t width = static_cast<index_t>(fbatch<Arch>::size);
-/// Rows per micro-kernel: as many as the register file holds with 4 vectors of keys each.
+/// Keys per tile (32: a K^T tile and a V tile of D = 128 fit in L1 together).
+inline constexpr index_t key_tile = 32;
+/// Vectors of keys per score micro-kernel, and rows: as many as the register file holds
+/// (32 vector registers with AVX-512, 16 below).
 template <class Arch>
-inline constexpr int micro_rows = width<Arch> >= 16 ? 6 : 3;
+inline constexpr index_t score_vectors = key_tile / width<Arch> < 4 ? key_tile / width<Arch> : 4;
+template <class Arch>
+inline constexpr int score_rows = width<Arch> >= 16 ? 12 : 3;
+/// Rows of the value micro-kernel (4 vectors of dims each); divides score_rows.
+template <class Arch>
+inline constexpr int value_rows = width<Arch> >= 16 ? 6 : 3;
 
 /// s[r][0, KT) = Q[r] . K^T[:, 0, KT) for R rows; kt holds D rows of KT keys, kt_stride apart.
 /// Each lane accumulates its own sequential FMA chain over d.
@@ -73,7 +81,7 @@ template <class Arch, int R>
 inline void scores(const float* const* q, const float* kt, index_t kt_stride, index_t head_dim,
                    float* s) noexcept {
   using b = fbatch<Arch>;
-  constexpr index_t W = width<Arch>, KT = 64, V = 4;
+  constexpr index_t W = width<Arch>, KT = key_tile, V = score_vectors<Arch>;
   for (index_t k0 = 0; k0 < KT; k0 += V * W) {
     b acc[R][V];
     for (int r = 0; r < R; ++r)
@@ -144,7 +152,8 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
   using TK = sd::key_type_of<decltype(spans[0])>;
   constexpr index_t W = sd::width<Arch>, KT = simd_backend<Arch>::key_tile;
   constexpr index_t DMAX = simd_backend<Arch>::max_head_dim, RC = simd_backend<Arch>::row_chunk;
-  constexpr int RQ = sd::micro_rows<Arch>;
+  constexpr int RQ = sd::score_rows<Arch>, RV = sd::value_rows<Arch>;
+  static_assert(RQ % RV == 0 && KT == sd::key_tile, "fam: micro-kernel shapes disagree");
   constexpr index_t NV = KT / W;  // vectors per tile row
   FAM_ASSERT(head_dim <= DMAX);
 
@@ -250,15 +259,16 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
             float* s = s_buf + r * KT;
             const b cnt(static_cast<float>(count[r]));
             b vmax(neg_inf);
+            auto nan_lanes = b(0.0f) != b(0.0f);
             for (index_t c = 0; c < NV; ++c) {
               b x = b::load_aligned(s + c * W) * b(fscale);
               x = xsimd::select(b::load_aligned(lane_index + c * W) < cnt, x, b(neg_inf));
               x.store_aligned(s + c * W);
               vmax = xsimd::max(vmax, x);
+              nan_lanes = nan_lanes || (x != x);
             }
-            float tile_max = simd::reduce_max<Arch>(vmax);
-            for (index_t j = 0; j < count[r]; ++j)
-              if (std::isnan(s[j])) tile_max = s[j];  // a NaN logit poisons its row, visibly
+            // a NaN logit poisons its row, visibly (max would skip it)
+            const float tile_max = xsimd::any(nan_lanes) ? NAN : simd::reduce_max<Arch>(vmax);
             if (tile_max == neg_inf) {
               count[r] = 0;
               continue;
@@ -282,18 +292,23 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
             }
             m[i] = m_new;
           }
-          // O += P V: the keys every row of the micro-group sees together, then the rest per row
-          index_t common = kt;
-          for (index_t r = 0; r < nr; ++r) common = count[r] < common ? count[r] : common;
-          if (nr == RQ && common > 0) {
-            sd::accumulate_values<Arch, RQ>(p, 0, common, vtile, v_stride, out, head_dim);
-          } else {
-            common = 0;
+          // O += P V: per value micro-group, the keys all its rows see together, then the
+          // rest row by row
+          for (index_t g0 = 0; g0 < nr; g0 += RV) {
+            const index_t ng = nr - g0 < RV ? nr - g0 : RV;
+            index_t common = kt;
+            for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
+            if (ng == RV && common > 0) {
+              sd::accumulate_values<Arch, RV>(p + g0, 0, common, vtile, v_stride, out + g0,
+                                              head_dim);
+            } else {
+              common = 0;
+            }
+            for (index_t r = g0; r < g0 + ng; ++r)
+              if (count[r] > common)
+                sd::accumulate_values<Arch, 1>(p + r, common, count[r], vtile, v_stride, out + r,
+                                               head_dim);
           }
-          for (index_t r = 0; r < nr; ++r)
-            if (count[r] > common)
-              sd::accumulate_values<Arch, 1>(p + r, common, count[r], vtile, v_stride, out + r,
-                                             head_dim);
         }
       }
     }
