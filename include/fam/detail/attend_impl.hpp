@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "../backend/reference.hpp"
 #include "../mask.hpp"
 #include "../view.hpp"
 #include "key_spans.hpp"
@@ -98,7 +99,10 @@ void attend_group(const head_geometry& g, tensor_view<const TQ> q, tensor_view<f
   rows.lse = lse.data == nullptr ? nullptr : lse.at(n0, h);
   rows.lse_stride = lse.row_stride;
   rows.count = n1 - n0;
-  kernel::attend_rows(rows, keys, tail, g.head_dim, g.scale, backend);
+  // Unqualified, so that argument-dependent lookup at instantiation finds every overload:
+  // backends declared after this header (fam/backend/simd.hpp, a user's own) included.
+  using kernel::attend_rows;
+  attend_rows(rows, keys, tail, g.head_dim, g.scale, backend);
 }
 
 /// Keys of a whole sequence are cut at multiples of this many tokens for full causal and
