@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "backend.hpp"
 #include "checkpoint.hpp"
 #include "tokenizer.hpp"
 #include "variant.hpp"
@@ -124,6 +125,11 @@ inline attention_variant variant_from(const options& o, fam::index_t capacity) {
   if (kind == "fam")
     return attention_variant::fam(B, M, F, init == "zeros" ? phi_init::zeros : phi_init::derived);
   throw std::runtime_error("--attn full|bswa|fam");
+}
+
+/// --backend reference|simd (default: the fastest this build has).
+inline backend_kind backend_from(const options& o) {
+  return o.has("backend") ? parse_backend(o.str("backend", "")) : default_backend();
 }
 
 }  // namespace llama2

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "backend.hpp"
 #include "fam/eigen.hpp"
 #include "fam/fam.hpp"
 #include "llama.hpp"
@@ -33,8 +34,8 @@ class decoder_layer {
 
   /// w and r must outlive the layer.
   decoder_layer(const llama_config& c, const layer_weights& w, const rope& r,
-                const attention_variant& v)
-      : c_(c), w_(&w), rope_(&r), cfg_(v.config(c)) {
+                const attention_variant& v, backend_kind backend)
+      : c_(c), w_(&w), rope_(&r), cfg_(v.config(c)), backend_(backend) {
     check(st_.init(cfg_), "layer_state::init");
   }
 
@@ -62,7 +63,8 @@ class decoder_layer {
     a.kf = fam::as_view(p.k, c_.n_kv_heads);
     a.vf = fam::as_view(p.v, c_.n_kv_heads);
     a.uf = fam::as_view(uf, c_.n_heads);
-    check(fam::fam_attention(cfg_, a), "fam_attention");
+    check(with_backend(backend_, [&](const auto& b) { return fam::fam_attention(cfg_, a, b); }),
+          "fam_attention");
     return residual_ffn(linear(uf, w_->wo) + phi);
   }
 
@@ -99,8 +101,12 @@ class decoder_layer {
     for (fam::index_t done = 0; done < c;) {
       const fam::index_t rest = c - done;
       fam::index_t consumed = 0;
-      check(fam::attend(st_, q.rows_from(done, rest), k.rows_from(done, rest),
-                        v.rows_from(done, rest), out.rows_from(done, rest), {}, &consumed),
+      check(with_backend(backend_,
+                         [&](const auto& b) {
+                           return fam::attend(st_, q.rows_from(done, rest), k.rows_from(done, rest),
+                                              v.rows_from(done, rest), out.rows_from(done, rest),
+                                              {}, &consumed, b);
+                         }),
             "attend");
       done += consumed;
       if (st_.phase() == fam::fam_phase::pending) update_fam();
@@ -130,6 +136,7 @@ class decoder_layer {
   const layer_weights* w_;
   const rope* rope_;
   fam::dynamic_config cfg_;
+  backend_kind backend_;
   state_type st_;
 };
 

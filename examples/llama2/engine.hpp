@@ -17,10 +17,11 @@ namespace llama2 {
 class engine {
  public:
   /// w must outlive the engine. The stream starts at token 0 with Φ[-1] installed.
-  engine(const llama_weights& w, const attention_variant& v)
+  engine(const llama_weights& w, const attention_variant& v,
+         backend_kind backend = default_backend())
       : w_(&w), v_(v), rope_(w.cfg.head_dim()) {
     layers_.reserve(w.layers.size());
-    for (const layer_weights& lw : w.layers) layers_.emplace_back(w.cfg, lw, rope_, v);
+    for (const layer_weights& lw : w.layers) layers_.emplace_back(w.cfg, lw, rope_, v, backend);
     phi0_ = initial_fam();
     reset();
   }

@@ -7,7 +7,8 @@
 //   llama2 receptive  [model] [--B 16 --M 1 --F 4] [--blocks 32] [--eps 0.1] [--seed 7]
 //
 // [model] is --model-dir DIR (stories260K.bin and tok512.bin), --model FILE --tokenizer FILE,
-// or --random (a seeded random model of the same shape).
+// or --random (a seeded random model of the same shape). Every mode but check takes
+// --backend reference|simd (default: simd when the build has xsimd).
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -41,11 +42,13 @@ int run_generate(const options& o) {
   const double temperature = o.real("temp", 1.0);
   const auto seed = std::uint64_t(o.integer("seed", 42));
   const bool quiet = o.flag("quiet");
+  const backend_kind backend = backend_from(o);
   o.reject_unused();
 
-  std::fprintf(stderr, "model: %s\nattention: %s, temperature %g, seed %llu\n",
-               m.description.c_str(), v.name().c_str(), temperature, (unsigned long long)seed);
-  engine e(m.weights, v);
+  std::fprintf(stderr, "model: %s\nattention: %s (%s backend), temperature %g, seed %llu\n",
+               m.description.c_str(), v.name().c_str(), backend_name(backend), temperature,
+               (unsigned long long)seed);
+  engine e(m.weights, v, backend);
   rng r(seed);
   progress_bar bar(steps, quiet);
   std::vector<fam::index_t> marks;  // 1K, 2K, 5K, 10K, ...
@@ -54,7 +57,7 @@ int run_generate(const options& o) {
       if (k * d <= steps) marks.push_back(k * d);
   std::size_t next_mark = 0;
   stopwatch clock;
-  if (quiet) std::printf("%10s %10s %10s %10s\n", "tokens", "RSS MiB", "tok/s", "Φ rms");
+  if (quiet) std::printf("%10s %10s %10s %10s\n", "tokens", "RSS MiB", "tok/s", "phi rms");
   int prev = kBos;
   generate(e, steps, temperature, r, [&](fam::index_t i, int token) {
     if (!quiet) {
@@ -131,11 +134,14 @@ int run_perplexity(const options& o) {
   const fam::index_t chunk = o.integer("chunk", B);
   const std::string svg_path = o.str("svg", "");
   const bool with_full = !o.flag("no-full");
+  const backend_kind backend = backend_from(o);
   o.reject_unused();
 
   std::printf("model: %s\n", m.description.c_str());
-  std::printf("stream: %lld tokens of the model's own stories, temperature 1, seed %llu\n",
-              (long long)n, (unsigned long long)seed);
+  std::printf(
+      "stream: %lld tokens of the model's own stories, temperature 1, seed %llu\n"
+      "attention backend: %s\n",
+      (long long)n, (unsigned long long)seed, backend_name(backend));
   rng r(seed);
   const std::vector<int> stream = sample_stories(m.weights, n, 1.0, r);
   std::printf("it begins: %s...\n\n",
@@ -150,7 +156,7 @@ int run_perplexity(const options& o) {
   std::vector<bucket_nll> results;
   for (const attention_variant& v : variants) {
     std::fprintf(stderr, "%s\n", v.name().c_str());
-    results.push_back(evaluate(m.weights, v, stream, edges, chunk, true));
+    results.push_back(evaluate(m.weights, v, stream, edges, chunk, true, backend));
   }
 
   std::printf("perplexity per position bucket (position of the predicted token)\n%-12s %7s",
@@ -188,16 +194,17 @@ int run_receptive(const options& o) {
   const fam::index_t blocks = o.integer("blocks", 32);
   const double eps = o.real("eps", 0.1);
   const auto seed = std::uint64_t(o.integer("seed", 7));
+  const backend_kind backend = backend_from(o);
   o.reject_unused();
 
   rng r(seed);
   const std::vector<int> tokens = sample_stories(m.weights, blocks * B, 1.0, r);
   const attention_variant bswa = attention_variant::bswa(B, M),
                           famv = attention_variant::fam(B, M, F);
-  const std::vector<double> a = receptive_field(m.weights, bswa, tokens, eps);
-  const std::vector<double> b = receptive_field(m.weights, famv, tokens, eps);
-  std::printf("model: %s\nperturbation: token 0's embedding moved by %g of its norm\n",
-              m.description.c_str(), eps);
+  const std::vector<double> a = receptive_field(m.weights, bswa, tokens, eps, backend);
+  const std::vector<double> b = receptive_field(m.weights, famv, tokens, eps, backend);
+  std::printf("model: %s\nattention backend: %s\n", m.description.c_str(), backend_name(backend));
+  std::printf("perturbation: token 0's embedding moved by %g of its norm\n", eps);
   std::printf("BSWA reach with N = %d layers: blocks 0..N*M = %lld\n\n", m.weights.cfg.n_layers,
               (long long)(m.weights.cfg.n_layers * M));
   std::printf("max |Δ logit| per block of %lld tokens\n%5s %11s %22s %22s\n", (long long)B, "block",

@@ -136,8 +136,9 @@ int main(int argc, char** argv) {
                         ? load_model(dir + "/" + kCheckpointName, dir + "/" + kTokenizerName)
                         : random_model(1234);
     stopwatch clock;
-    std::printf("fam %d.%d.%d — llama2 showcase\nmodel: %s\n\n", FAM_VERSION_MAJOR,
-                FAM_VERSION_MINOR, FAM_VERSION_PATCH, m.description.c_str());
+    std::printf("fam %d.%d.%d — llama2 showcase (attention backend: %s)\nmodel: %s\n\n",
+                FAM_VERSION_MAJOR, FAM_VERSION_MINOR, FAM_VERSION_PATCH,
+                backend_name(default_backend()), m.description.c_str());
     show_text(m, small ? 320 : 2400, small ? 32 : 48);
     show_memory(m, small ? std::vector<fam::index_t>{500, 1500, 3000}
                          : std::vector<fam::index_t>{2000, 20000, 50000});

@@ -63,8 +63,9 @@ struct bucket_nll {
 /// Negative log-likelihood of stream[1..] under variant v, fed in chunks of `chunk` tokens.
 inline bucket_nll evaluate(const llama_weights& w, const attention_variant& v,
                            const std::vector<int>& stream, const std::vector<fam::index_t>& edges,
-                           fam::index_t chunk, bool show_progress) {
-  engine e(w, v);
+                           fam::index_t chunk, bool show_progress,
+                           backend_kind backend = default_backend()) {
+  engine e(w, v, backend);
   bucket_nll out;
   out.nll.assign(edges.size() - 1, 0.0);
   out.tokens.assign(edges.size() - 1, 0);

@@ -17,9 +17,10 @@ namespace llama2 {
 /// eps·|e0| in a fixed random direction. Both runs feed the tokens in the same chunks (one block
 /// per call), so unchanged inputs give bitwise unchanged outputs.
 inline std::vector<double> receptive_field(const llama_weights& w, const attention_variant& v,
-                                           const std::vector<int>& tokens, double eps) {
+                                           const std::vector<int>& tokens, double eps,
+                                           backend_kind backend = default_backend()) {
   const fam::index_t L = fam::index_t(tokens.size()), B = v.B;
-  engine e(w, v);
+  engine e(w, v, backend);
   const matrix x = e.embed(tokens.data(), L);  // [L, dim]
   matrix x_moved = x;
   std::mt19937 gen(1);  // the direction is part of the experiment: fixed
