@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -83,8 +84,39 @@ int run_generate(const options& o) {
   return 0;
 }
 
-/// Greedy decoding with full attention must reproduce the reference text token for token, and
-/// one whole-prefix call must predict the same tokens. 77 (skipped) without the model files.
+/// Greedy decoding with full attention on `backend`: does it reproduce the reference text token
+/// for token, and does one whole-prefix call predict the same tokens? Prints what it saw.
+bool greedy_matches(const model& m, backend_kind backend) {
+  const std::string expected = kReference;
+  engine e(m.weights, attention_variant::full(m.weights.cfg.seq_len), backend);
+  rng unused(1);
+  std::string text;
+  std::vector<int> tokens;
+  generate(e, 100, 0.0, unused, [&](fam::index_t, int token) {
+    text += m.tok.decode(tokens.empty() ? kBos : tokens.back(), token);
+    tokens.push_back(token);
+    return text.size() < expected.size();
+  });
+  std::printf("greedy, full attention, %s backend, %zu tokens, one per call:\n  %s\n",
+              backend_name(backend), tokens.size(), text.c_str());
+  if (text.compare(0, expected.size(), expected) != 0) {
+    std::printf("FAIL: expected\n  %s\n", expected.c_str());
+    return false;
+  }
+  // the same stream in one call: row i's argmax must be token i+1
+  std::vector<int> prompt{kBos};
+  prompt.insert(prompt.end(), tokens.begin(), tokens.end() - 1);
+  e.reset();
+  const matrix logits = e.forward(prompt.data(), fam::index_t(prompt.size()));
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    if (argmax(logits.row(Eigen::Index(i)).data(), m.weights.cfg.vocab_size) != tokens[i]) {
+      std::printf("FAIL: the whole-prefix call predicts another token at position %zu\n", i + 1);
+      return false;
+    }
+  return true;
+}
+
+/// The reference continuation, on every backend of this build. 77 (skipped) without the model.
 int run_check(const options& o) {
   std::string dir = o.str("model-dir", "");
   if (dir.empty() && !o.positional().empty()) dir = o.positional().front();
@@ -95,34 +127,10 @@ int run_check(const options& o) {
     return kSkipped;
   }
   const model m = load_model(dir + "/" + kCheckpointName, dir + "/" + kTokenizerName);
-  const std::string expected = kReference;
-  engine e(m.weights, attention_variant::full(m.weights.cfg.seq_len));
-  rng unused(1);
-  std::string text;
-  std::vector<int> tokens;
-  generate(e, 100, 0.0, unused, [&](fam::index_t, int token) {
-    text += m.tok.decode(tokens.empty() ? kBos : tokens.back(), token);
-    tokens.push_back(token);
-    return text.size() < expected.size();
-  });
-  std::printf("greedy, full attention, %zu tokens, one per call:\n  %s\n", tokens.size(),
-              text.c_str());
-  if (text.compare(0, expected.size(), expected) != 0) {
-    std::printf("FAIL: expected\n  %s\n", expected.c_str());
-    return 1;
-  }
-  // the same stream in one call: row i's argmax must be token i+1
-  std::vector<int> prompt{kBos};
-  prompt.insert(prompt.end(), tokens.begin(), tokens.end() - 1);
-  e.reset();
-  const matrix logits = e.forward(prompt.data(), fam::index_t(prompt.size()));
-  for (std::size_t i = 0; i < tokens.size(); ++i)
-    if (argmax(logits.row(Eigen::Index(i)).data(), m.weights.cfg.vocab_size) != tokens[i]) {
-      std::printf("FAIL: the whole-prefix call predicts another token at position %zu\n", i + 1);
-      return 1;
-    }
-  std::printf("ok: matches the reference continuation, decode and prefill agree\n");
-  return 0;
+  bool ok = greedy_matches(m, backend_kind::reference);
+  if (kHaveSimd) ok = greedy_matches(m, backend_kind::simd) && ok;
+  if (ok) std::printf("ok: matches the reference continuation, decode and prefill agree\n");
+  return ok ? 0 : 1;
 }
 
 /// Perplexity per position bucket of full, BSWA and FAM on the model's own stories.
@@ -136,6 +144,7 @@ int run_perplexity(const options& o) {
   const bool with_full = !o.flag("no-full");
   const backend_kind backend = backend_from(o);
   o.reject_unused();
+  if (n < 256) throw std::runtime_error("--tokens: at least 256 (one position bucket)");
 
   std::printf("model: %s\n", m.description.c_str());
   std::printf(

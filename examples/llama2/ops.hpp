@@ -30,8 +30,8 @@ inline matrix swiglu(const matrix& x, const layer_weights& w) {
 }
 
 /// Rotary position embedding on adjacent pairs: in each head, pair (2i, 2i+1) of row r turns by
-/// (first_position + r) * 10000^(-2i/head_dim). The angle is formed in double: positions run
-/// far past what float resolves to a fraction of a radian (1e5 * 1 rad needs 17 bits).
+/// (first_position + r) * 10000^(-2i/head_dim). The angle is formed in double: streams run far
+/// past the trained positions, and at position 1e5 a float angle is only good to 0.008 rad.
 class rope {
  public:
   explicit rope(int head_dim) {
