@@ -23,19 +23,21 @@ struct mask_spec {
   index_t memory = 0;   ///< M (bswa, fam)
   index_t fam_len = 0;  ///< F (fam)
 
-  static constexpr mask_spec full() noexcept { return {variant::full_causal, 0, 1, 0, 0}; }
-  static constexpr mask_spec sliding_window(index_t w) noexcept {
+  FAM_HOST_DEVICE static constexpr mask_spec full() noexcept {
+    return {variant::full_causal, 0, 1, 0, 0};
+  }
+  FAM_HOST_DEVICE static constexpr mask_spec sliding_window(index_t w) noexcept {
     return {variant::sliding_window, w, 1, 0, 0};
   }
-  static constexpr mask_spec bswa(index_t b, index_t m) noexcept {
+  FAM_HOST_DEVICE static constexpr mask_spec bswa(index_t b, index_t m) noexcept {
     return {variant::bswa, 0, b, m, 0};
   }
-  static constexpr mask_spec fam(index_t b, index_t m, index_t f) noexcept {
+  FAM_HOST_DEVICE static constexpr mask_spec fam(index_t b, index_t m, index_t f) noexcept {
     return {variant::fam, 0, b, m, f};
   }
 
   /// ok, or invalid_argument for W < 1, B < 1, M < 0, F < 0 (no sentinel values).
-  constexpr status validate() const noexcept {
+  FAM_HOST_DEVICE constexpr status validate() const noexcept {
     switch (kind) {
       case variant::full_causal:
         return status::ok;
@@ -57,8 +59,10 @@ struct node {
   index_t fam_block = 0;  ///< t: the block this FAM row belongs to (when is_fam)
   index_t fam_row = 0;    ///< r in [0, F) (when is_fam)
 
-  static constexpr node tok(index_t n) noexcept { return {false, n, 0, 0}; }
-  static constexpr node fam_of(index_t t, index_t r) noexcept { return {true, 0, t, r}; }
+  FAM_HOST_DEVICE static constexpr node tok(index_t n) noexcept { return {false, n, 0, 0}; }
+  FAM_HOST_DEVICE static constexpr node fam_of(index_t t, index_t r) noexcept {
+    return {true, 0, t, r};
+  }
 };
 
 /// block(n) = floor(n / B) for n >= 0.

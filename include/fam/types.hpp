@@ -24,14 +24,14 @@ struct fp16 {
 
 FAM_HOST_DEVICE inline float to_float(float x) noexcept { return x; }
 
-inline float to_float(bf16 x) noexcept {
+FAM_HOST_DEVICE inline float to_float(bf16 x) noexcept {
   const std::uint32_t u = std::uint32_t(x.bits) << 16;
   float f;
   std::memcpy(&f, &u, sizeof f);
   return f;
 }
 
-inline float to_float(fp16 x) noexcept {
+FAM_HOST_DEVICE inline float to_float(fp16 x) noexcept {
   const std::uint32_t sign = std::uint32_t(x.bits & 0x8000u) << 16;
   std::uint32_t exp = (x.bits >> 10) & 0x1fu, man = x.bits & 0x3ffu, u;
   if (exp == 0x1f) {
@@ -51,7 +51,7 @@ inline float to_float(fp16 x) noexcept {
 }
 
 /// Round to nearest even; NaN stays NaN.
-inline bf16 to_bf16(float f) noexcept {
+FAM_HOST_DEVICE inline bf16 to_bf16(float f) noexcept {
   std::uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{std::uint16_t((u >> 16) | 0x40u)};
@@ -60,7 +60,7 @@ inline bf16 to_bf16(float f) noexcept {
 }
 
 /// Round to nearest even, overflow to infinity; NaN stays NaN.
-inline fp16 to_fp16(float f) noexcept {
+FAM_HOST_DEVICE inline fp16 to_fp16(float f) noexcept {
   std::uint32_t u;
   std::memcpy(&u, &f, sizeof u);
   const std::uint16_t sign = std::uint16_t((u >> 16) & 0x8000u);
@@ -83,7 +83,7 @@ inline fp16 to_fp16(float f) noexcept {
 
 /// Converts a float to storage type T.
 template <class T>
-inline T from_float(float f) noexcept {
+FAM_HOST_DEVICE inline T from_float(float f) noexcept {
   if constexpr (std::is_same_v<T, float>) {
     return f;
   } else if constexpr (std::is_same_v<T, bf16>) {

@@ -45,7 +45,7 @@ struct tail_mask {
   bool causal = false;
   index_t first_visible = 0;  ///< for row 0 (causal only)
 
-  constexpr index_t visible(index_t row, index_t span_count) const noexcept {
+  FAM_HOST_DEVICE constexpr index_t visible(index_t row, index_t span_count) const noexcept {
     if (!causal) return span_count;
     const index_t n = first_visible + row + 1;
     return n < span_count ? n : span_count;
