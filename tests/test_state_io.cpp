@@ -624,7 +624,7 @@ TEST_SUITE("state_io") {
     const bytes& b = fx.blob;
     CHECK(b.size() == fam::serialized_size(fx.src));
     CHECK(b.size() == kPayload + state_t::storage_bytes(fx.cfg) + 8);
-    CHECK(b.size() < 1024);  // small enough to corrupt byte by byte
+    CHECK(b.size() < 2048);  // small enough to corrupt byte by byte
     CHECK(std::memcmp(b.data(), "FAMSTATE", 8) == 0);
     CHECK(read_at<std::uint32_t>(b, kVersion) == 1u);
     CHECK(read_at<std::uint32_t>(b, kByteOrder) == 0x01020304u);

@@ -30,9 +30,13 @@ struct ring_geometry {
   }
 };
 
+/// Keys per tile of the ring's K^T layout (the SIMD backend's key tile).
+inline constexpr index_t ring_key_tile = 32;
+
 /// Non-owning view of one ring of storage type T, per kv head:
-///  K as [slot][D][B]: each block transposed (K^T), so consecutive keys of one dimension are
-///    contiguous — a vector load reads one dimension of many keys, for prefill and decode alike;
+///  K as [slot][tile][D][ring_key_tile]: each block transposed in tiles of 32 keys, so the
+///    keys of one tile are one contiguous run of memory (decode streams them, prefill reads
+///    them in place); a block of B keys takes ceil(B / 32) tiles;
 ///  V as [slot * B + offset][D]: value rows contiguous.
 template <class T = float>
 struct kv_ring_view {
@@ -42,22 +46,39 @@ struct kv_ring_view {
   index_t head_dim = 0;
   ring_geometry geometry{1, 0};
 
-  constexpr index_t head_stride() const noexcept { return geometry.rows() * head_dim; }
-  /// Start of slot s of kv head h: K^T [D, B] and V [B, D].
-  constexpr T* k_slot(index_t h, index_t s) const noexcept {
-    return k + h * head_stride() + s * geometry.block_size * head_dim;
+  FAM_HOST_DEVICE constexpr index_t tiles_per_block() const noexcept {
+    return (geometry.block_size + ring_key_tile - 1) / ring_key_tile;
   }
-  constexpr T* v_slot(index_t h, index_t s) const noexcept {
-    return v + h * head_stride() + s * geometry.block_size * head_dim;
+  /// Elements of one K tile, of one K slot, and of one kv head of K and of V.
+  FAM_HOST_DEVICE constexpr index_t k_tile_elements() const noexcept {
+    return ring_key_tile * head_dim;
+  }
+  FAM_HOST_DEVICE constexpr index_t k_slot_elements() const noexcept {
+    return tiles_per_block() * k_tile_elements();
+  }
+  FAM_HOST_DEVICE constexpr index_t k_head_stride() const noexcept {
+    return geometry.blocks() * k_slot_elements();
+  }
+  FAM_HOST_DEVICE constexpr index_t v_head_stride() const noexcept {
+    return geometry.rows() * head_dim;
+  }
+  /// Start of slot s of kv head h.
+  FAM_HOST_DEVICE constexpr T* k_slot(index_t h, index_t s) const noexcept {
+    return k + h * k_head_stride() + s * k_slot_elements();
+  }
+  FAM_HOST_DEVICE constexpr T* v_slot(index_t h, index_t s) const noexcept {
+    return v + h * v_head_stride() + s * geometry.block_size * head_dim;
   }
   /// Element d of the key in ring row `row` (= slot * B + offset) of kv head h.
-  constexpr T& k_at(index_t h, index_t row, index_t d) const noexcept {
-    const index_t B = geometry.block_size;
-    return k_slot(h, row / B)[d * B + row % B];
+  FAM_HOST_DEVICE constexpr T& k_at(index_t h, index_t row, index_t d) const noexcept {
+    const index_t B = geometry.block_size, o = row % B;
+    return k_slot(
+        h,
+        row / B)[(o / ring_key_tile) * k_tile_elements() + d * ring_key_tile + o % ring_key_tile];
   }
   /// The value row `row` of kv head h: D contiguous elements.
-  constexpr T* v_row(index_t h, index_t row) const noexcept {
-    return v + h * head_stride() + row * head_dim;
+  FAM_HOST_DEVICE constexpr T* v_row(index_t h, index_t row) const noexcept {
+    return v + h * v_head_stride() + row * head_dim;
   }
 };
 

@@ -144,14 +144,18 @@ class layer_state {
     const auto D = static_cast<std::size_t>(c.head_dim());
     const auto F = static_cast<std::size_t>(c.fam_len());
     const auto H = static_cast<std::size_t>(c.heads), Hkv = static_cast<std::size_t>(c.kv_heads);
-    const std::size_t ring =
+    const auto blocks = static_cast<std::size_t>(c.mem_segments() + 1);
+    const auto tiled_rows = static_cast<std::size_t>((c.block_size() + ring_key_tile - 1) /
+                                                     ring_key_tile * ring_key_tile);
+    const std::size_t ring_k = aligned(Hkv * blocks * tiled_rows * D * sizeof(KV));  // K tiles
+    const std::size_t ring_v =
         aligned(Hkv * static_cast<std::size_t>(c.ring_rows()) * D * sizeof(KV));
     const std::size_t fkv = aligned(Hkv * F * D * sizeof(KV));
     const std::size_t fq = aligned(H * F * D * sizeof(float));
     layout l{};
     l.ring_k = 0;
-    l.ring_v = l.ring_k + ring;
-    l.kf = l.ring_v + ring;
+    l.ring_v = l.ring_k + ring_k;
+    l.kf = l.ring_v + ring_v;
     l.vf = l.kf + fkv;
     l.qf = l.vf + fkv;
     l.uf = l.qf + fq;

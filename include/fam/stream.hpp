@@ -114,23 +114,27 @@ struct state_access {
     keys.memory.ring_blocks = ring.blocks();
     keys.memory.mem_k = st.ring_.k;
     keys.memory.mem_v = st.ring_.v;
-    keys.memory.k_block_stride = B * D;
+    keys.memory.k_block_stride = st.ring_.k_slot_elements();
     keys.memory.v_block_stride = B * D;
     keys.memory.k_stride = 1;
-    keys.memory.k_dim_stride = B;
+    keys.memory.k_dim_stride = ring_key_tile;
+    keys.memory.k_tile = ring_key_tile;
+    keys.memory.k_tile_stride = st.ring_.k_tile_elements();
     keys.memory.v_stride = D;
-    keys.mem_k_head_stride = st.ring_.head_stride();
-    keys.mem_v_head_stride = st.ring_.head_stride();
-    if (F > 0) keys.fam = {st.kf_, st.vf_, F * D, F * D, 1, F, D, F};
+    keys.mem_k_head_stride = st.ring_.k_head_stride();
+    keys.mem_v_head_stride = st.ring_.v_head_stride();
+    if (F > 0) keys.fam = {st.kf_, st.vf_, F * D, F * D, 1, F, D, F, 0, 0};
     const index_t slot = ring.slot_of_block(t);
     keys.block = {st.ring_.k_slot(0, slot),
                   st.ring_.v_slot(0, slot),
-                  st.ring_.head_stride(),
-                  st.ring_.head_stride(),
+                  st.ring_.k_head_stride(),
+                  st.ring_.v_head_stride(),
                   1,
-                  B,
+                  ring_key_tile,
                   D,
-                  filled};
+                  filled,
+                  ring_key_tile,
+                  st.ring_.k_tile_elements()};
     return keys;
   }
 

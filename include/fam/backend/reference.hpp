@@ -63,8 +63,8 @@ void reference_add_span(reference_row_state& st, const TQ* q, const key_span<TK>
     // pass 1: logits and the tile max
     double tile_max = detail::neg_inf;
     for (index_t j = 0; j < tile; ++j) {
-      logits[j] = scale * dot(q, span.k + (j0 + j) * span.k_stride, span.k_dim_stride, head_dim);
-      tile_max = std::fmax(tile_max, logits[j]);
+      logits[j] = scale * dot(q, span.key(j0 + j), span.k_dim_stride, head_dim);
+      tile_max = std::isnan(tile_max) ? tile_max : std::fmax(tile_max, logits[j]);  // NaN sticks
       if (std::isnan(logits[j])) tile_max = logits[j];  // a NaN key poisons its row, visibly
     }
     if (tile_max == detail::neg_inf) continue;  // every weight is exp(-inf) = 0

@@ -25,6 +25,7 @@
 #include "../detail/simd_compat.hpp"
 #include "../types.hpp"
 #include "reference.hpp"
+#include "simd_convert.hpp"
 
 FAM_NAMESPACE_BEGIN
 
@@ -138,6 +139,27 @@ inline void accumulate_values(const float* const* p, index_t j0, index_t j1, con
     }
 }
 
+/// scores<Arch, n> for a run-time row count 1 <= n <= N.
+template <class Arch, int N>
+inline void scores_rows(index_t n, const float* const* q, const float* kt, index_t kt_stride,
+                        index_t head_dim, float* s) noexcept {
+  if constexpr (N > 1) {
+    if (n < N) return scores_rows<Arch, N - 1>(n, q, kt, kt_stride, head_dim, s);
+  }
+  scores<Arch, N>(q, kt, kt_stride, head_dim, s);
+}
+
+/// accumulate_values<Arch, n> for a run-time row count 1 <= n <= N.
+template <class Arch, int N>
+inline void accumulate_rows(index_t n, const float* const* p, index_t j0, index_t j1,
+                            const float* v, index_t v_stride, float* const* out,
+                            index_t head_dim) noexcept {
+  if constexpr (N > 1) {
+    if (n < N) return accumulate_rows<Arch, N - 1>(n, p, j0, j1, v, v_stride, out, head_dim);
+  }
+  accumulate_values<Arch, N>(p, j0, j1, v, v_stride, out, head_dim);
+}
+
 template <class T>
 using key_type_of = std::remove_const_t<std::remove_pointer_t<decltype(T{}.k)>>;
 
@@ -188,7 +210,11 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
         index_t kt_stride = KT;
         bool in_place = false;
         if constexpr (std::is_same_v<TK, float>) {
-          if (span.k_stride == 1 && kt == KT) {
+          if (span.k_tile == KT) {  // the ring's tiles: in place, padding keys masked below
+            ktile = span.key(j0);
+            kt_stride = KT;
+            in_place = true;
+          } else if (span.k_tile == 0 && span.k_stride == 1 && kt == KT) {
             ktile = span.k + j0;
             kt_stride = span.k_dim_stride;
             in_place = true;
@@ -197,15 +223,17 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
         if (!in_place) {
           for (index_t d = 0; d < head_dim; ++d)
             for (index_t j = kt; j < KT; ++j) kt_buf[d * KT + j] = 0.0f;
-          if (span.k_stride == 1) {  // transposed source: read along keys
+          if (span.k_tile == KT) {  // a ring tile of another storage type: widen it whole
+            simd::widen(span.key(j0), kt_buf, head_dim * KT, Arch{});
+          } else if (span.k_dim_stride != 1) {  // transposed source: read along keys
             for (index_t d = 0; d < head_dim; ++d)
               for (index_t j = 0; j < kt; ++j)
-                kt_buf[d * KT + j] = to_float(span.k[j0 + j + d * span.k_dim_stride]);
+                kt_buf[d * KT + j] = to_float(span.key(j0 + j)[d * span.k_dim_stride]);
           } else {  // row-major source: read along dims
-            for (index_t j = 0; j < kt; ++j)
-              for (index_t d = 0; d < head_dim; ++d)
-                kt_buf[d * KT + j] =
-                    to_float(span.k[(j0 + j) * span.k_stride + d * span.k_dim_stride]);
+            for (index_t j = 0; j < kt; ++j) {
+              const TK* key = span.key(j0 + j);
+              for (index_t d = 0; d < head_dim; ++d) kt_buf[d * KT + j] = to_float(key[d]);
+            }
           }
         }
         // the tile's value rows as fp32
@@ -215,9 +243,13 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
           vtile = span.v + j0 * span.v_stride;
           v_stride = span.v_stride;
         } else {
-          for (index_t j = 0; j < kt; ++j)
-            for (index_t d = 0; d < head_dim; ++d)
-              v_buf[j * head_dim + d] = to_float(span.v[(j0 + j) * span.v_stride + d]);
+          if (span.v_stride == head_dim) {  // contiguous rows: widen the tile whole
+            simd::widen(span.v + j0 * head_dim, v_buf, kt * head_dim, Arch{});
+          } else {
+            for (index_t j = 0; j < kt; ++j)
+              simd::widen(span.v + (j0 + j) * span.v_stride, v_buf + j * head_dim, head_dim,
+                          Arch{});
+          }
           vtile = v_buf;
           v_stride = head_dim;
         }
@@ -247,12 +279,7 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
             const index_t vis = visible(r0 + r) - j0;
             count[r] = vis < 0 ? 0 : (vis < kt ? vis : kt);
           }
-          if (nr == RQ) {
-            sd::scores<Arch, RQ>(q, ktile, kt_stride, head_dim, s_buf);
-          } else {
-            for (index_t r = 0; r < nr; ++r)
-              sd::scores<Arch, 1>(q + r, ktile, kt_stride, head_dim, s_buf + r * KT);
-          }
+          sd::scores_rows<Arch, RQ>(nr, q, ktile, kt_stride, head_dim, s_buf);
           // online softmax, one row at a time
           for (index_t r = 0; r < nr; ++r) {
             if (count[r] == 0) continue;
@@ -265,7 +292,7 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
               x = xsimd::select(b::load_aligned(lane_index + c * W) < cnt, x, b(neg_inf));
               x.store_aligned(s + c * W);
               vmax = xsimd::max(vmax, x);
-              nan_lanes = nan_lanes || (x != x);
+              nan_lanes = nan_lanes || xsimd::isnan(x);  // not x != x: NEQ_OQ in xsimd 8.1
             }
             // a NaN logit poisons its row, visibly (max would skip it)
             const float tile_max = xsimd::any(nan_lanes) ? NAN : simd::reduce_max<Arch>(vmax);
@@ -298,12 +325,9 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
             const index_t ng = nr - g0 < RV ? nr - g0 : RV;
             index_t common = kt;
             for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
-            if (ng == RV && common > 0) {
-              sd::accumulate_values<Arch, RV>(p + g0, 0, common, vtile, v_stride, out + g0,
-                                              head_dim);
-            } else {
-              common = 0;
-            }
+            if (common > 0)
+              sd::accumulate_rows<Arch, RV>(ng, p + g0, 0, common, vtile, v_stride, out + g0,
+                                            head_dim);
             for (index_t r = g0; r < g0 + ng; ++r)
               if (count[r] > common)
                 sd::accumulate_values<Arch, 1>(p + r, common, count[r], vtile, v_stride, out + r,

@@ -26,16 +26,25 @@ struct key_source {
   index_t k_dim_stride = 1;
   index_t v_stride = 0;
   index_t count = 0;
+  index_t k_tile = 0;  // tiled K^T layout (see kernel::key_span)
+  index_t k_tile_stride = 0;
 
   /// Row-major keys and values from two [rows, Hkv, D] views.
   static key_source from_views(tensor_view<const T> k, tensor_view<const T> v) noexcept {
     if (k.rows == 0) return {};
-    return {k.data, v.data, k.head_stride, v.head_stride, k.row_stride, 1, v.row_stride, k.rows};
+    return {k.data, v.data, k.head_stride, v.head_stride, k.row_stride, 1, v.row_stride, k.rows,
+            0,      0};
   }
   kernel::key_span<T> span(index_t kvh) const noexcept {
     if (count == 0) return {};
-    return {
-        k + kvh * k_head_stride, v + kvh * v_head_stride, k_stride, k_dim_stride, v_stride, count};
+    return {k + kvh * k_head_stride,
+            v + kvh * v_head_stride,
+            k_stride,
+            k_dim_stride,
+            v_stride,
+            count,
+            k_tile,
+            k_tile_stride};
   }
 };
 
@@ -49,8 +58,10 @@ struct block_spans {
   const T* mem_v = nullptr;
   index_t k_block_stride = 0;  // elements between consecutive blocks (slots)
   index_t v_block_stride = 0;
-  index_t k_stride = 0;  // between keys of a block
+  index_t k_stride = 0;  // between keys of a block (untiled layouts)
   index_t k_dim_stride = 1;
+  index_t k_tile = 0;  // tiled K^T layout (see kernel::key_span)
+  index_t k_tile_stride = 0;
   index_t v_stride = 0;
   index_t block = 1;
   index_t first_block = 0;
@@ -65,12 +76,14 @@ struct block_spans {
     if (i < n_mem) {
       const index_t slot = ring_blocks > 0 ? (first_block + i) % ring_blocks : i;
       const index_t skip = i == 0 ? mem_skip : 0;
-      return {mem_k + slot * k_block_stride + skip * k_stride,
+      return {mem_k + slot * k_block_stride + skip * k_stride,  // skip > 0: untiled only
               mem_v + slot * v_block_stride + skip * v_stride,
               k_stride,
               k_dim_stride,
               v_stride,
-              block - skip};
+              block - skip,
+              k_tile,
+              k_tile_stride};
     }
     if (i == n_mem && fam.count > 0) return fam;
     return tail;
@@ -151,10 +164,16 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
       keys.mem_k = k.at(keys.first_block * granule, kvh);
       keys.mem_v = v.at(keys.first_block * granule, kvh);
     }
-    keys.tail = {k.at(tail_begin, kvh), v.at(tail_begin, kvh), k.row_stride, 1,
-                 v.row_stride,          tail_end - tail_begin};
-    attend_group(g, q, out, lse, w.h, w.n0, w.n1, keys, kernel::tail_mask{true, w.n0 - tail_begin},
-                 backend);
+    keys.tail = {k.at(tail_begin, kvh),
+                 v.at(tail_begin, kvh),
+                 k.row_stride,
+                 1,
+                 v.row_stride,
+                 tail_end - tail_begin,
+                 0,
+                 0};
+    attend_group(g, q, out, lse, w.h, w.n0, w.n1, keys,
+                 kernel::tail_mask{true, w.n0 - tail_begin, 1}, backend);
   };
   // Work items: (head, granule); each writes its own rows only, so any schedule gives the
   // same bits.
@@ -190,13 +209,33 @@ struct block_keys {
 };
 
 /// Token rows [o0, o0 + q.rows) of the current block (q/out hold just those rows): every head.
+/// A single token (decode) with grouped heads runs the heads that share a kv head as one row
+/// group, so their keys and values are read once; the numbers are the same either way.
 template <class TQ, class TK, class Backend>
 void attend_block_tokens(const head_geometry& g, const block_keys<TK>& keys, index_t o0,
                          tensor_view<const TQ> q, tensor_view<float> out, lse_view lse,
                          const Backend& backend) noexcept {
+  const index_t group = g.heads / g.kv_heads;
+  if (q.rows == 1 && group > 1) {
+    parallel_for(backend, g.kv_heads, [&](index_t kvh) {
+      const index_t h0 = kvh * group;
+      kernel::query_rows<TQ> rows;
+      rows.q = q.at(0, h0);
+      rows.q_stride = q.head_stride;
+      rows.out = out.at(0, h0);
+      rows.out_stride = out.head_stride;
+      rows.lse = lse.data == nullptr ? nullptr : lse.at(0, h0);
+      rows.lse_stride = lse.head_stride;
+      rows.count = group;
+      using kernel::attend_rows;
+      attend_rows(rows, keys.for_head(kvh), kernel::tail_mask{true, o0, group}, g.head_dim, g.scale,
+                  backend);
+    });
+    return;
+  }
   parallel_for(backend, g.heads, [&](index_t h) {
     const block_spans<TK> s = keys.for_head(g.kv_head_of(h));
-    attend_group(g, q, out, lse, h, 0, q.rows, s, kernel::tail_mask{true, o0}, backend);
+    attend_group(g, q, out, lse, h, 0, q.rows, s, kernel::tail_mask{true, o0, 1}, backend);
   });
 }
 
@@ -207,7 +246,7 @@ void attend_block_fam(const head_geometry& g, const block_keys<TK>& keys, tensor
   parallel_for(backend, g.heads, [&](index_t h) {
     block_spans<TK> s = keys.for_head(g.kv_head_of(h));
     s.n_mem = 0;  // FAM queries never see the memory segments (SPEC §3)
-    attend_group(g, qf, uf, lse, h, 0, qf.rows, s, kernel::tail_mask{false, 0}, backend);
+    attend_group(g, qf, uf, lse, h, 0, qf.rows, s, kernel::tail_mask{false, 0, 1}, backend);
   });
 }
 

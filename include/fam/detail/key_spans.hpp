@@ -12,10 +12,13 @@
 FAM_NAMESPACE_BEGIN
 namespace kernel {
 
-/// `count` keys and values. Element d of key j is k[j*k_stride + d*k_dim_stride]: row-major keys
-/// have k_dim_stride 1 (a caller's [L, H, D] tensor); transposed keys have k_stride 1 (the ring
-/// and the FAM keys of a state store each block as K^T [D, B], so a vector of consecutive keys
-/// is one load). Value j is the D contiguous elements at v + j*v_stride.
+/// `count` keys and values. Key j starts at key(j) and its element d is key(j)[d*k_dim_stride]:
+///  - row-major keys (a caller's [L, H, D] tensor): k_stride = row stride, k_dim_stride = 1;
+///  - transposed keys K^T [D, n] (the FAM keys of a state): k_stride = 1, k_dim_stride = n;
+///  - tiled transposed keys (the ring): tiles of k_tile keys, each K^T [D, k_tile] and
+///    k_tile_stride elements apart, k_dim_stride = k_tile. A tile of keys is then one
+///    contiguous block of memory: streamed by decode, read in place by prefill.
+/// Value j is the D contiguous elements at v + j*v_stride.
 template <class T>
 struct key_span {
   const T* k = nullptr;
@@ -24,6 +27,12 @@ struct key_span {
   index_t k_dim_stride = 1;
   index_t v_stride = 0;
   index_t count = 0;
+  index_t k_tile = 0;  ///< keys per tile of a tiled layout (0: not tiled)
+  index_t k_tile_stride = 0;
+
+  FAM_HOST_DEVICE constexpr const T* key(index_t j) const noexcept {
+    return k_tile > 0 ? k + (j / k_tile) * k_tile_stride + j % k_tile : k + j * k_stride;
+  }
 };
 
 /// `count` query rows that share the same key spans; row i reads q + i*q_stride and writes
@@ -40,14 +49,16 @@ struct query_rows {
 };
 
 /// The keys of the last span that row i sees: all of them, or the causal prefix
-/// [0, first_visible + i] (SPEC §2: a token sees its own block up to itself).
+/// [0, first_visible + i / rows_per_position] (SPEC §2: a token sees its own block up to
+/// itself; rows_per_position > 1 when the rows are several query heads of one token).
 struct tail_mask {
   bool causal = false;
   index_t first_visible = 0;  ///< for row 0 (causal only)
+  index_t rows_per_position = 1;
 
-  FAM_HOST_DEVICE constexpr index_t visible(index_t row, index_t span_count) const noexcept {
+  constexpr index_t visible(index_t row, index_t span_count) const noexcept {
     if (!causal) return span_count;
-    const index_t n = first_visible + row + 1;
+    const index_t n = first_visible + row / rows_per_position + 1;
     return n < span_count ? n : span_count;
   }
 };
