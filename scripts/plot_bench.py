@@ -1,0 +1,110 @@
+#!/usr/bin/python3
+"""Turns the benchmark JSON into the figures of docs/performance.md (SVG) and a summary table.
+
+usage: plot_bench.py OUT_DIR IMG_DIR   (reads OUT_DIR/fam_bench.json, OUT_DIR/scaling.jsonl)
+Run with Debian's /usr/bin/python3 and python3-matplotlib.
+"""
+import json
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def load_runs(path):
+    with open(path) as f:
+        doc = json.load(f)
+    runs = defaultdict(list)
+    for b in doc["benchmarks"]:
+        if b.get("run_type") != "iteration":
+            continue
+        runs[b["run_name"].replace("/real_time", "")].append(b)
+    return doc["context"], runs
+
+
+def stat(samples, key):
+    values = [s[key] for s in samples if key in s]
+    if not values:
+        return None
+    return statistics.median(values), min(values), max(values)
+
+
+def summary(context, runs):
+    print(f"machine: {context.get('host_name')}, {context.get('num_cpus')} cpus, "
+          f"isa {context.get('fam_isa')}, flags {context.get('fam_flags')}, "
+          f"commit {context.get('fam_commit')}")
+    print(f"same-run fp32 FMA peak {context.get('fam_fma_peak_gflops')} GFLOP/s, "
+          f"triad {context.get('fam_triad_gbps')} GB/s")
+    print("| benchmark | GFLOP/s median (min-max) | % of FMA peak | GB/s | % of triad | tokens/s |")
+    print("|---|---|---|---|---|---|")
+    for name in sorted(runs):
+        s = runs[name]
+        g, pk, gb, tr, tk = (stat(s, k) for k in ("GFLOP/s", "pct_fma_peak", "GB/s", "pct_triad", "tokens/s"))
+        cell = lambda x, scale=1.0, fmt="{:.1f}": "" if x is None else fmt.format(x[0] * scale)
+        rng = "" if g is None else f"{g[0]:.1f} ({g[1]:.1f}-{g[2]:.1f})"
+        print(f"| {name} | {rng} | {cell(pk, 100)} | {cell(gb)} | {cell(tr, 100)} | {cell(tk, 1, '{:.0f}')} |")
+
+
+def bar_chart(runs, prefix, key, ylabel, path, title):
+    names = sorted(n for n in runs if n.startswith(prefix))
+    if not names:
+        return
+    med = [stat(runs[n], key) for n in names]
+    keep = [(n, m) for n, m in zip(names, med) if m is not None]
+    if not keep:
+        return
+    fig, ax = plt.subplots(figsize=(10, 0.35 * len(keep) + 1.5))
+    labels = [n[len(prefix):] for n, _ in keep]
+    vals = [m[0] for _, m in keep]
+    errs = [[m[0] - m[1] for _, m in keep], [m[2] - m[0] for _, m in keep]]
+    ax.barh(labels, vals, xerr=errs, color="#4c72b0")
+    ax.set_xlabel(ylabel)
+    ax.set_title(title)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def scaling_chart(path_in, path_out):
+    if not os.path.exists(path_in):
+        return
+    rows = [json.loads(l) for l in open(path_in) if l.strip()]
+    if not rows:
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for v in ("full", "bswa", "fam"):
+        pts = sorted((r["tokens"], r) for r in rows if r["variant"] == v)
+        if not pts:
+            continue
+        a.plot([p[0] for p in pts], [p[1]["last_block_us_per_token"] for p in pts], "o-", label=v)
+        b.plot([p[0] for p in pts], [p[1]["peak_rss_mib"] for p in pts], "o-", label=v)
+    for ax, yl in ((a, "µs per token, last block"), (b, "peak RSS (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("tokens streamed")
+        ax.set_ylabel(yl)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path_out)
+    plt.close(fig)
+
+
+def main():
+    out, img = sys.argv[1], sys.argv[2]
+    os.makedirs(img, exist_ok=True)
+    context, runs = load_runs(os.path.join(out, "fam_bench.json"))
+    summary(context, runs)
+    bar_chart(runs, "prefill/", "GFLOP/s", "useful GFLOP/s (median, min-max)",
+              os.path.join(img, "perf_prefill.svg"), "prefill: one block after M blocks")
+    bar_chart(runs, "decode/", "GB/s", "K/V GB/s (median, min-max)",
+              os.path.join(img, "perf_decode.svg"), "decode: one token through >= 256 MiB of rings")
+    scaling_chart(os.path.join(out, "scaling.jsonl"), os.path.join(img, "perf_scaling.svg"))
+
+
+if __name__ == "__main__":
+    main()
