@@ -56,7 +56,7 @@ struct tail_mask {
   index_t first_visible = 0;  ///< for row 0 (causal only)
   index_t rows_per_position = 1;
 
-  constexpr index_t visible(index_t row, index_t span_count) const noexcept {
+  FAM_HOST_DEVICE constexpr index_t visible(index_t row, index_t span_count) const noexcept {
     if (!causal) return span_count;
     const index_t n = first_visible + row / rows_per_position + 1;
     return n < span_count ? n : span_count;
