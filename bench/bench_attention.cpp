@@ -271,11 +271,19 @@ void BM_decode(benchmark::State& state, shape s) {
       state.SkipWithError("attend");
     if (layer.phase() == fam::fam_phase::pending) (void)fam::update_fam(layer, fq, fkv, fkv);
   };
-  for (auto& layer : st) {  // fill every ring
+  std::vector<float> block_out(s.B * s.H * s.D);
+  for (auto& layer : st) {  // fill every ring with a prefill, block by block
     if (layer.init(cfg) != fam::status::ok) return state.SkipWithError("init");
     if (F > 0 && fam::begin_fam(layer, fq, fkv, fkv) != fam::status::ok)
       return state.SkipWithError("fam");
-    for (index_t t = 0; t < L; ++t) step(layer);
+    for (index_t t = 0; t < L; t += s.B) {
+      index_t n = 0;
+      if (fam::attend(layer, X.rows_from(t, s.B), KV.rows_from(t, s.B), KV.rows_from(t, s.B),
+                      fam::make_view(block_out.data(), s.B, s.H, s.D), {}, &n,
+                      be) != fam::status::ok)
+        return state.SkipWithError("prefill");
+      if (layer.phase() == fam::fam_phase::pending) (void)fam::update_fam(layer, fq, fkv, fkv);
+    }
   }
   double bytes = 0, flops = 0, steps = 0;
   for (auto _ : state) {
