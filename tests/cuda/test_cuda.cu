@@ -683,6 +683,32 @@ void large_logits() {
   report("large logits", max_err(dout.download(), ref), 5e-2, type_name<T>());
 }
 
+#if defined(FAM_CUDA_EMULATION)
+/// A GPU below sm_80 (emulated): automatic falls back to the simple kernel, a forced
+/// tensor-core launch is refused with unsupported (and nothing is written).
+void pre_sm80_fallback(std::mt19937& rng) {
+  fam_emu::device().major = 7;
+  sequence_case<fam::bf16>(rng, fam::mask_spec::bswa(16, 1), 50, 4, 2, 64,
+                           fc::kernel_kind::automatic);
+  cfg_t cfg(64, 1, 0, 0);
+  cfg.set_heads(2, 2);
+  dbuf<fam::bf16> x(8 * 2 * 64);
+  dbuf<float> out(8 * 2 * 64);
+  out.fill(0);
+  fc::attention_arguments<fam::bf16> a;
+  a.cfg = cfg;
+  a.mask = fam::mask_spec::full();
+  a.q = a.k = a.v = fam::make_view<const fam::bf16>(x.p, 8, 2, 64);
+  a.out = fam::make_view(out.p, 8, 2, 64);
+  a.options.kernel = fc::kernel_kind::tensor_core;
+  CHECK_STATUS(fc::can_implement(a), fam::status::ok);  // the layout allows it...
+  CHECK_STATUS(fc::run(a), fam::status::unsupported);   // ...the device does not
+  const std::vector<float> o = out.download();
+  CHECK(std::all_of(o.begin(), o.end(), [](float f) { return f == 0.0f; }));
+  fam_emu::device().major = 8;
+}
+#endif
+
 bool have_device() {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
@@ -732,6 +758,9 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(seed);
   protocol_tests();
+#if defined(FAM_CUDA_EMULATION)
+  pre_sm80_fallback(rng);
+#endif
   if (smoke) {
     // Each kernel and storage type once, on small shapes.
     sequence_case<float>(rng, fam::mask_spec::full(), 70, 4, 2, 64, fc::kernel_kind::simple);

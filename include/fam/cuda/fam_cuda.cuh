@@ -457,6 +457,10 @@ struct context {
   launch_options options{};
 };
 
+namespace detail {
+struct device_state_access;
+}
+
 /// The streaming state of one layer and one sequence in device memory that the caller provides
 /// (fam::layer_state's protocol; SPEC §2, §4, §5). Device layout, each region 256-byte aligned:
 ///   ring K, ring V  [Hkv][(M+1)*B][D]  T   block b in slot b % (M+1), rows row-major
@@ -535,14 +539,14 @@ class device_state {
   std::size_t bytes() const noexcept { return layout_.total; }
   void* storage() const noexcept { return base_; }
 
-  /// Host-side protocol state (used by the free functions below).
+ private:
+  friend struct detail::device_state_access;
   void set_meta(index_t n, fam_phase p, bool fresh) noexcept {
     n_ = n;
     phase_ = p;
     fresh_ = fresh;
   }
 
- private:
   struct layout {
     std::size_t ring_k, ring_v, kf, vf, qf, uf, uf_lse, total;
   };
@@ -581,6 +585,14 @@ class device_state {
 };
 
 namespace detail {
+
+/// The protocol functions' access to a state's host-side meta data (token count, phase, fresh).
+struct device_state_access {
+  template <class Config, class T>
+  static void set_meta(device_state<Config, T>& st, index_t n, fam_phase p, bool fresh) noexcept {
+    st.set_meta(n, p, fresh);
+  }
+};
 
 template <class Config, class T>
 status check_fam_views(const device_state<Config, T>& st, tensor_view<const T> qf,
@@ -652,7 +664,8 @@ status begin_fam(device_state<Config, T>& st, tensor_view<const detail::same_t<T
   FAM_CHECK(st.block_offset() == 0, status::invalid_argument);
   FAM_TRY(detail::check_fam_views(st, qf, kf, vf));
   FAM_TRY(detail::install_fam(st, qf, kf, vf, ctx.stream));
-  st.set_meta(st.tokens(), fam_phase::installed, fresh && st.config().fam_len() > 0);
+  detail::device_state_access::set_meta(st, st.tokens(), fam_phase::installed,
+                                        fresh && st.config().fam_len() > 0);
   return status::ok;
 }
 
@@ -665,15 +678,16 @@ status update_fam(device_state<Config, T>& st, tensor_view<const detail::same_t<
   FAM_CHECK(st.phase() == fam_phase::pending, status::no_update_pending);
   FAM_TRY(detail::check_fam_views(st, qf, kf, vf));
   FAM_TRY(detail::install_fam(st, qf, kf, vf, ctx.stream));
-  st.set_meta(st.tokens(), fam_phase::installed, false);
+  detail::device_state_access::set_meta(st, st.tokens(), fam_phase::installed, false);
   return status::ok;
 }
 
 /// Attends the next L tokens (q [L, H, D], k/v [L, Hkv, D], out [L, H, D], optional lse [L, H],
 /// all device memory) after storing their keys in the ring, as fam::attend: with F > 0 the call
 /// stops after the token that completes a block and computes Uf (phase() == pending); pass
-/// `consumed` to allow a chunk that crosses the block end. @return the statuses of fam::attend,
-/// plus unsupported / a CUDA error's status from the launches.
+/// `consumed` to allow a chunk that crosses the block end. @return the statuses of fam::attend
+/// (validation errors leave everything unchanged), plus unsupported / a CUDA error's status from
+/// a launch: then tokens() and *consumed count the pieces enqueued before it.
 template <class Config, class T>
 status attend(device_state<Config, T>& st, tensor_view<const detail::same_t<T>> q,
               tensor_view<const detail::same_t<T>> k, tensor_view<const detail::same_t<T>> v,
@@ -690,8 +704,10 @@ status attend(device_state<Config, T>& st, tensor_view<const detail::same_t<T>> 
   FAM_TRY(fam::detail::check_view(out, L, H, D));
   FAM_TRY(fam::detail::check_lse(lse, L, H));
   FAM_CHECK(ctx.options.max_splits >= 0, status::invalid_argument);
-  if (consumed != nullptr) *consumed = 0;
-  if (L == 0) return status::ok;
+  if (L == 0) {
+    if (consumed != nullptr) *consumed = 0;
+    return status::ok;
+  }
   FAM_CHECK(st.phase() != fam_phase::none, status::fam_not_installed);
   FAM_CHECK(st.phase() != fam_phase::pending, status::fam_update_pending);
   FAM_CHECK(consumed != nullptr || F == 0 || L <= B - st.block_offset(), status::invalid_argument);
@@ -703,6 +719,7 @@ status attend(device_state<Config, T>& st, tensor_view<const detail::same_t<T>> 
     FAM_TRY(detail::check_forced_kernel(probe, ctx.options));
   }
 
+  if (consumed != nullptr) *consumed = 0;
   const ring_geometry ring = st.geometry();
   index_t done = 0;
   while (done < L) {
@@ -721,8 +738,9 @@ status attend(device_state<Config, T>& st, tensor_view<const detail::same_t<T>> 
     p.rule = detail::row_rule::causal;
     p.causal_base = p.seg[0].count + p.seg[1].count + o;
     FAM_TRY(detail::launch(p, ctx.options, ctx.workspace, ctx.workspace_bytes, ctx.stream));
-    st.set_meta(st.tokens() + count, st.phase(), st.fresh());
+    detail::device_state_access::set_meta(st, st.tokens() + count, st.phase(), st.fresh());
     done += count;
+    if (consumed != nullptr) *consumed = done;  // also right if a later launch fails
     if (st.block_offset() == 0 && F > 0) {
       // block t is complete: the FAM rows compress it (SPEC §3); then wait for update_fam
       detail::attend_params<T> pf = detail::base_params<T>(c);
@@ -739,11 +757,10 @@ status attend(device_state<Config, T>& st, tensor_view<const detail::same_t<T>> 
       detail::state_keys(st, pf, t, B, false);
       pf.rule = detail::row_rule::all;
       FAM_TRY(detail::launch(pf, ctx.options, ctx.workspace, ctx.workspace_bytes, ctx.stream));
-      st.set_meta(st.tokens(), fam_phase::pending, st.fresh());
+      detail::device_state_access::set_meta(st, st.tokens(), fam_phase::pending, st.fresh());
       break;
     }
   }
-  if (consumed != nullptr) *consumed = done;
   return status::ok;
 }
 
@@ -752,7 +769,7 @@ template <class Config, class T>
 status rewind(device_state<Config, T>& st, index_t count) noexcept {
   FAM_CHECK(st.initialized(), status::not_initialized);
   FAM_CHECK(count >= 0 && count <= st.block_offset(), status::out_of_range);
-  st.set_meta(st.tokens() - count, st.phase(), st.fresh());
+  detail::device_state_access::set_meta(st, st.tokens() - count, st.phase(), st.fresh());
   return status::ok;
 }
 
@@ -761,7 +778,8 @@ template <class Config, class T>
 status reset(device_state<Config, T>& st, const context& ctx = {}) noexcept {
   FAM_CHECK(st.initialized(), status::not_initialized);
   FAM_CUDA_TRY(cudaMemsetAsync(st.storage(), 0, st.bytes(), ctx.stream));
-  st.set_meta(0, st.config().fam_len() > 0 ? fam_phase::none : fam_phase::installed, false);
+  detail::device_state_access::set_meta(
+      st, 0, st.config().fam_len() > 0 ? fam_phase::none : fam_phase::installed, false);
   return status::ok;
 }
 
@@ -781,7 +799,7 @@ status copy_state(device_state<Config, T>& dst, const device_state<Config, T>& s
   if (&dst == &src) return status::ok;
   FAM_CUDA_TRY(cudaMemcpyAsync(dst.storage(), src.storage(), src.bytes(), cudaMemcpyDeviceToDevice,
                                ctx.stream));
-  dst.set_meta(src.tokens(), src.phase(), src.fresh());
+  detail::device_state_access::set_meta(dst, src.tokens(), src.phase(), src.fresh());
   return status::ok;
 }
 
