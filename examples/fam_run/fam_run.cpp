@@ -8,6 +8,10 @@
 // Every bad input is reported as one line "fam-run: <argument>: <reason>" on stderr with exit
 // status 2 before any output exists; outputs are written to temporary files in their target
 // directories and renamed into place only when everything succeeded.
+//
+// fam_run_main() is the whole program and returns its exit status (a bad input unwinds to it,
+// never calling exit), so tests/fuzz/fuzz_fam_run.cpp can run it in-process; define
+// FAM_RUN_NO_MAIN to compile this file without main().
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,12 +90,18 @@ std::string printable(const std::string& s) {
 
 void remove_temps();
 
-/// Prints the one-line message, removes any temporary output, exits with `code`.
+/// Thrown by die() and --help, caught by fam_run_main(): the exit status.
+struct exit_request {
+  int code;
+};
+
+/// Prints the one-line message, removes any temporary output, and unwinds to fam_run_main(),
+/// which returns `code`.
 [[noreturn]] void die(const std::string& arg, const std::string& reason, int code) {
   remove_temps();
   std::fprintf(stderr, "fam-run: %s%s%s\n", printable(arg).c_str(), arg.empty() ? "" : ": ",
                printable(reason).c_str());
-  std::exit(code);
+  throw exit_request{code};
 }
 
 // ---- temporary outputs, removed on failure and on SIGINT/SIGTERM/SIGHUP --------------------
@@ -100,13 +110,19 @@ constexpr int kMaxTemps = 2;
 constexpr std::size_t kMaxPath = 4096;
 char g_temp_paths[kMaxTemps][kMaxPath];
 volatile std::sig_atomic_t g_temp_live[kMaxTemps] = {0, 0};
+std::FILE* g_temp_files[kMaxTemps] = {nullptr, nullptr};  // still open (closed on failure)
 
 void remove_temps() {
-  for (int i = 0; i < kMaxTemps; ++i)
+  for (int i = 0; i < kMaxTemps; ++i) {
+    if (g_temp_files[i] != nullptr) {
+      std::fclose(g_temp_files[i]);
+      g_temp_files[i] = nullptr;
+    }
     if (g_temp_live[i]) {
       unlink(g_temp_paths[i]);
       g_temp_live[i] = 0;
     }
+  }
 }
 
 extern "C" void on_signal(int sig) {
@@ -164,6 +180,7 @@ temp_output open_temp(const std::string& arg, const std::string& target, int slo
     close(fd);
     die(arg, std::string("cannot open the temporary file: ") + std::strerror(errno), kExitFailure);
   }
+  g_temp_files[slot] = t.file;
   return t;
 }
 
@@ -173,6 +190,7 @@ void write_temp(temp_output& t, const std::vector<std::int64_t>& shape, const fl
   bool ok = npy::write(t.file, shape, data, err);
   if (ok && std::fflush(t.file) != 0) ok = false, err = std::strerror(errno);
   if (ok && fsync(fileno(t.file)) != 0) ok = false, err = std::strerror(errno);
+  g_temp_files[t.slot] = nullptr;
   if (std::fclose(t.file) != 0 && ok) ok = false, err = std::strerror(errno);
   t.file = nullptr;
   if (!ok) {
@@ -212,7 +230,7 @@ options parse_command_line(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       std::fputs(kHelp, stdout);
-      std::exit(0);
+      throw exit_request{0};
     }
     if (a.rfind("--", 0) != 0) die(a, "unexpected argument (see --help)", kExitBadInput);
     std::string name = a, value;
@@ -333,9 +351,7 @@ void require_supported(const fam::dynamic_config& cfg) {
   die("", std::string(what) + " failed: " + fam::to_string(s), kExitFailure);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   if (argc <= 1) die("", "no arguments (see --help)", kExitBadInput);
   const options o = parse_command_line(argc, argv);
 
@@ -531,3 +547,18 @@ int main(int argc, char** argv) {
   g_temp_live[0] = 0;
   return 0;
 }
+
+}  // namespace
+
+/// The whole program: its exit status (0, 1 or 2, as --help says).
+int fam_run_main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const exit_request& e) {
+    return e.code;
+  }
+}
+
+#ifndef FAM_RUN_NO_MAIN
+int main(int argc, char** argv) { return fam_run_main(argc, argv); }
+#endif
