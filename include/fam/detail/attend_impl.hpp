@@ -155,10 +155,12 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
     keys.block = granule;
     keys.k_stride = k.row_stride;
     keys.v_stride = v.row_stride;
-    keys.k_block_stride = granule * k.row_stride;
-    keys.v_block_stride = granule * v.row_stride;
     keys.first_block = block_of(lo, granule);
     keys.n_mem = block_of(tail_begin, granule) - keys.first_block;
+    // only formed when there are memory granules (then granule < L): a granule beyond the
+    // sequence (B near INT64_MAX) times a stride would overflow
+    keys.k_block_stride = keys.n_mem > 0 ? granule * k.row_stride : 0;
+    keys.v_block_stride = keys.n_mem > 0 ? granule * v.row_stride : 0;
     keys.mem_skip = lo - keys.first_block * granule;
     if (keys.n_mem > 0) {
       keys.mem_k = k.at(keys.first_block * granule, kvh);
@@ -177,7 +179,7 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
   };
   // Work items: (head, granule); each writes its own rows only, so any schedule gives the
   // same bits.
-  const index_t granules = (L + granule - 1) / granule;
+  const index_t granules = L == 0 ? 0 : (L - 1) / granule + 1;  // no L + granule: overflow
   parallel_for(backend, g.heads * granules, [&](index_t item) {
     const index_t h = item / granules, first = (item % granules) * granule;
     const index_t last = std::min(first + granule, L);
