@@ -5,7 +5,17 @@
 #ifndef FAM_DETAIL_SIMD_COMPAT_HPP_
 #define FAM_DETAIL_SIMD_COMPAT_HPP_
 
+// g++ 12 warns falsely (-Wuninitialized, -Wmaybe-uninitialized) inside its own AVX-512
+// headers (_mm512_undefined_ps) when they are inlined; silence exactly those, for those headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <xsimd/xsimd.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 #include "macros.hpp"
 
