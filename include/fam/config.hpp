@@ -18,6 +18,10 @@ using index_t = std::int64_t;
 /// Marks a configuration parameter whose value is given at run time.
 inline constexpr int dynamic = -1;
 
+/// Keys per tile of the ring's K^T layout (fam/kv_ring.hpp, the SIMD backend's key tile): a
+/// block of B keys takes ceil(B / ring_key_tile) whole tiles, which validate() bounds too.
+inline constexpr index_t ring_key_tile = 32;
+
 /// Shape of one attention layer.
 /// @tparam HeadDim     D, the head dimension (>= 1), or fam::dynamic
 /// @tparam BlockSize   B, tokens per block (>= 1), or fam::dynamic
@@ -106,7 +110,16 @@ class attention_config {
     FAM_CHECK(fits({heads, mem_segments() + 1, block_size(), head_dim()}) &&
                   fits({heads, fam_len(), head_dim()}) && fits({fam_len(), phi_dim}),
               status::too_large);
+    // The ring keeps K in whole tiles: up to ring_key_tile times the rows when B = 1. (B is
+    // bounded by the check above, so rounding it up cannot overflow.)
+    FAM_CHECK(fits({heads, mem_segments() + 1, tiled_rows(block_size()), head_dim()}),
+              status::too_large);
     return status::ok;
+  }
+
+  /// Rows of K the ring stores per block: B rounded up to whole tiles.
+  static constexpr index_t tiled_rows(index_t b) noexcept {
+    return (b + ring_key_tile - 1) / ring_key_tile * ring_key_tile;
   }
 
  private:

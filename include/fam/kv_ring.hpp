@@ -30,8 +30,8 @@ struct ring_geometry {
   }
 };
 
-/// Keys per tile of the ring's K^T layout (the SIMD backend's key tile).
-inline constexpr index_t ring_key_tile = 32;
+// ring_key_tile, the keys per tile of the ring's K^T layout, is in config.hpp (validate() bounds
+// the tiled ring).
 
 /// Non-owning view of one ring of storage type T, per kv head:
 ///  K as [slot][tile][D][ring_key_tile]: each block transposed in tiles of 32 keys, so the

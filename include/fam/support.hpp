@@ -163,7 +163,8 @@ support_report supports(const Config& cfg) noexcept {
     report.add(support_reason::too_large);
   } else if (D >= 1 && B >= 1 && M >= 0 && F >= 0 && H >= 1 && P >= 0) {
     if (!detail::support_fits({H, M + 1, B, D}) || !detail::support_fits({H, F, D}) ||
-        !detail::support_fits({F, P}))
+        !detail::support_fits({F, P}) ||
+        !detail::support_fits({H, M + 1, Config::tiled_rows(B), D}))  // the ring's K tiles
       report.add(support_reason::too_large);
   }
 

@@ -164,16 +164,6 @@ struct permuted_hook {
   fam::parallel_hook hook() { return {this, &permuted_hook::run}; }
 };
 
-/// Known findings not fixed yet (docs/bad-inputs.md, tests/fuzz/test_findings.cpp): inputs that
-/// reach them are skipped, unless FAM_FUZZ_KNOWN=1 in the environment asks to see them.
-bool show_known() {
-  static const bool show = [] {
-    const char* e = std::getenv("FAM_FUZZ_KNOWN");
-    return e != nullptr && e[0] == '1';
-  }();
-  return show;
-}
-
 template <class Fn>
 void for_each_backend(Fn&& fn) {
   fn(fam::reference_backend{}, precision::fp64, "reference");
@@ -1564,8 +1554,10 @@ void program_config(bytes_in& in) {
   bool fits = true;
   if (in_range) {
     const wide ring = wide(H) * (wide(M) + 1);
-    fits = ring <= limit && ring * B <= limit && ring * B * D <= limit && wide(H) * F <= limit &&
-           wide(H) * F * D <= limit && wide(F) * phi <= limit && M < kMax / 64 && F < kMax / 64;
+    const wide tiled = (wide(B) + 31) / 32 * 32;  // K rows in whole tiles of 32 keys
+    fits = ring <= limit && ring * B <= limit && ring * B * D <= limit &&
+           ring * tiled * D <= limit && wide(H) * F <= limit && wide(H) * F * D <= limit &&
+           wide(F) * phi <= limit && M < kMax / 64 && F < kMax / 64;
     EXPECT_STATUS(got, fits ? status::ok : status::too_large,
                   "validate of D %lld B %lld M %lld F %lld H %lld Hkv %lld phi %lld", (long long)D,
                   (long long)B, (long long)M, (long long)F, (long long)H, (long long)Hkv,
@@ -1584,10 +1576,7 @@ void program_config(bytes_in& in) {
                                       : fam::layer_state<cfg_t, fam::fp16>::storage_bytes(c);
     FUZZ_CHECK((bytes == 0) == (got != status::ok), "storage_bytes %zu for '%s'", bytes,
                name_of(got));
-    // finding 3 (known issue): B < 32 near the limit wraps (the ring's 32-key K tiles)
-    const bool known = got == status::ok && !show_known() && B < 32 &&
-                       wide(Hkv) * (wide(M) + 1) * B * D > (wide(1) << 52);
-    if (got == status::ok && !known) {
+    if (got == status::ok) {
       const wide ring = wide(Hkv) * (wide(M) + 1) * B * D * (kv == 0 ? 4 : 2);
       FUZZ_CHECK(wide(bytes) >= 2 * ring,
                  "storage_bytes %zu is smaller than the ring it must hold (%lld bytes of K and V): "

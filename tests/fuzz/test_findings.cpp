@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -129,6 +130,21 @@ TEST_SUITE("findings") {
                            fam::tensor_view<float>{o1, 1, 1, D, kMax / 2, D}) == status::ok);
     CHECK(o1[0] == k[0]);
     CHECK(o1[1] == k[1]);
+  }
+
+  TEST_CASE("finding - B = 1 near the index limit is too_large instead of a wrapped storage size") {
+    // test_index_width.cpp: the ring keeps K in tiles of 32 keys, so a block of B = 1 stores 32
+    // rows of K; validate() bounded Hkv (M+1) B D only, and layer_state::layout_of() computed
+    // the K ring's bytes, up to 2^57 * 32 * 4 = 2^64, in size_t. With (M+1) * 132 bytes just
+    // past 2^64 the count wrapped to 128: init() allocated 128 bytes and the first attend()
+    // wrote far outside them (a segfault). validate() and supports() now bound the tiled rows.
+    const index_t M1 = index_t(~std::uint64_t(0) / 132 + 1);
+    cfg_t c(1, 1, M1 - 1, 0);
+    CHECK(c.validate() == status::too_large);
+    CHECK(fam::layer_state<cfg_t>::storage_bytes(c) == 0);
+    CHECK(fam::supports(c).has(fam::support_reason::too_large));
+    fam::layer_state<cfg_t> st;
+    CHECK(st.init(c) == status::too_large);
   }
 
   TEST_CASE(

@@ -129,8 +129,9 @@ probe run(const cfg_t& c) {
 /// Configurations at the edge of validate()'s range for block size B.
 void check_edge_of_range(index_t B) {
   const index_t limit = kMax / 64;
+  const index_t rows = cfg_t::tiled_rows(B);  // K is stored in whole tiles of 32 keys
   for (index_t D : {index_t(1), index_t(7), index_t(128)}) {
-    const index_t M = limit / (B * D) - 1;  // (M+1) B D <= limit
+    const index_t M = limit / (rows * D) - 1;  // (M+1) rows D <= limit
     const cfg_t c = make(D, B, M, 0, 1, 1);
     CAPTURE(B);
     CAPTURE(D);
@@ -140,8 +141,9 @@ void check_edge_of_range(index_t B) {
     CHECK(wide(p.bytes_f16) >= 2 * ring_elements(c) * 2);
     CHECK(p.init == status::out_of_memory);
     CHECK(p.allocations <= 1);
-    const probe past = run(make(D, B, M + 1 + limit / (B * D), 0, 1, 1));
+    const probe past = run(make(D, B, M + 1, 0, 1, 1));
     CHECK(past.validated == status::too_large);
+    CHECK(past.bytes_f32 == 0);
   }
 }
 
@@ -186,21 +188,9 @@ TEST_SUITE("index_width") {
     // At the edge of validate()'s range the state's byte count must still be exact: it holds at
     // least the ring's K and V. A wrapped size_t would allocate a small block and write past it.
     // init() then fails cleanly: out_of_memory (this binary refuses blocks above 1 GiB).
-    for (index_t B :
-         {index_t(2), index_t(31), index_t(32), index_t(33), index_t(1000), index_t(1) << 20})
+    for (index_t B : {index_t(1), index_t(2), index_t(31), index_t(32), index_t(33), index_t(1000),
+                      index_t(1) << 20})
       check_edge_of_range(B);
-  }
-
-  TEST_CASE("known issue - B = 1 at the edge of the index range wraps storage_bytes" *
-            doctest::skip(true)) {
-    // The ring keeps K in tiles of 32 keys (fam/kv_ring.hpp, ring_key_tile): a block of B keys
-    // takes ceil(B / 32) * 32 rows of K. validate() bounds Hkv (M+1) B D by INT64_MAX / 64,
-    // which leaves room for 4-byte elements and a few regions but not for the 32x of B = 1:
-    // layer_state::layout_of() (fam/layer_state.hpp) then computes the K ring's bytes, up to
-    // 2^57 * 32 * 4 = 2^64, in size_t and wraps; storage_bytes() is small, init() allocates it
-    // and attend() writes past it. Fix: bound the tiled row count in validate() and supports()
-    // (docs/bad-inputs.md has the patch).
-    check_edge_of_range(1);
   }
 
   TEST_CASE("views whose offsets overflow int64 are too_large before any access") {
