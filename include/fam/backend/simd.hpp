@@ -25,6 +25,7 @@
 #include "../detail/simd_compat.hpp"
 #include "../types.hpp"
 #include "reference.hpp"
+#include "simd_bf16_avx512.hpp"
 #include "simd_convert.hpp"
 
 FAM_NAMESPACE_BEGIN
@@ -163,32 +164,233 @@ inline void accumulate_rows(index_t n, const float* const* p, index_t j0, index_
 template <class T>
 using key_type_of = std::remove_const_t<std::remove_pointer_t<decltype(T{}.k)>>;
 
-}  // namespace simd_detail
+/// Online softmax of one row over one tile of scores s[0, KT) (raw dot products): scales,
+/// masks keys >= count, updates the running max m and sum l, rescales the row's output and
+/// leaves the probabilities in s (zero past count), each passed through `round` before it is
+/// summed or used. Returns false when the row sees no finite logit in this tile.
+template <class Arch, class Round>
+inline bool softmax_row(float* s, index_t count, float scale, const float* lane_index, float& m,
+                        float& l, float* out, index_t head_dim, Round round) noexcept {
+  using b = fbatch<Arch>;
+  constexpr index_t W = width<Arch>, NV = key_tile / W;
+  const float neg_inf = -INFINITY;
+  const b cnt(static_cast<float>(count));
+  b vmax(neg_inf);
+  auto nan_lanes = b(0.0f) != b(0.0f);
+  for (index_t c = 0; c < NV; ++c) {
+    b x = b::load_aligned(s + c * W) * b(scale);
+    x = xsimd::select(b::load_aligned(lane_index + c * W) < cnt, x, b(neg_inf));
+    x.store_aligned(s + c * W);
+    vmax = xsimd::max(vmax, x);
+    nan_lanes = nan_lanes || xsimd::isnan(x);  // not x != x: NEQ_OQ in xsimd 8.1
+  }
+  // a NaN logit poisons its row, visibly (max would skip it)
+  const float tile_max = xsimd::any(nan_lanes) ? NAN : simd::reduce_max<Arch>(vmax);
+  if (tile_max == neg_inf) return false;
+  const float m_new = std::isnan(tile_max) ? tile_max : std::fmax(m, tile_max);
+  const float alpha = m == neg_inf ? 0.0f : std::exp(m - m_new);
+  b vsum(0.0f);
+  for (index_t c = 0; c < NV; ++c) {
+    const b e = xsimd::exp(b::load_aligned(s + c * W) - b(m_new));
+    const b pe = round(xsimd::select(b::load_aligned(lane_index + c * W) < cnt, e, b(0.0f)));
+    pe.store_aligned(s + c * W);
+    vsum += pe;
+  }
+  l = l * alpha + simd::reduce_add<Arch>(vsum);
+  if (alpha != 1.0f) {
+    index_t d = 0;
+    for (; d + W <= head_dim; d += W)
+      (b::load_unaligned(out + d) * b(alpha)).store_unaligned(out + d);
+    for (; d < head_dim; ++d) out[d] *= alpha;
+  }
+  m = m_new;
+  return true;
+}
 
-/// SIMD attend_rows: same contract as the reference overload (see reference.hpp).
-template <class TQ, class Spans, class Arch>
-void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
-                 double scale, const simd_backend<Arch>& backend) noexcept {
-  namespace sd = simd_detail;
-  using b = sd::fbatch<Arch>;
-  using TK = sd::key_type_of<decltype(spans[0])>;
-  constexpr index_t W = sd::width<Arch>, KT = simd_backend<Arch>::key_tile;
-  constexpr index_t DMAX = simd_backend<Arch>::max_head_dim, RC = simd_backend<Arch>::row_chunk;
-  constexpr int RQ = sd::score_rows<Arch>, RV = sd::value_rows<Arch>;
-  static_assert(RQ % RV == 0 && KT == sd::key_tile, "fam: micro-kernel shapes disagree");
-  constexpr index_t NV = KT / W;  // vectors per tile row
-  FAM_ASSERT(head_dim <= DMAX);
+/// Fetches the K and V bytes of a tile towards the cache ahead of use (decode streams the
+/// ring from memory; the hardware prefetchers stop at page boundaries).
+template <class Span>
+inline void prefetch_tile(const Span& span, index_t j0, index_t head_dim) noexcept {
+  using T = std::remove_const_t<std::remove_pointer_t<decltype(span.k)>>;
+  if (j0 >= span.count) return;
+  const index_t kt = span.count - j0 < key_tile ? span.count - j0 : key_tile;
+  if (span.k_tile == key_tile) {
+    const char* k = reinterpret_cast<const char*>(span.key(j0));
+    for (index_t off = 0; off < head_dim * key_tile * index_t(sizeof(T)); off += 64)
+      __builtin_prefetch(k + off);
+  }
+  if (span.v_stride == head_dim) {
+    const char* v = reinterpret_cast<const char*>(span.v + j0 * span.v_stride);
+    for (index_t off = 0; off < kt * head_dim * index_t(sizeof(T)); off += 64)
+      __builtin_prefetch(v + off);
+  }
+}
 
-  alignas(64) float kt_buf[DMAX * KT];  // [D][KT] packed K^T tile
-  alignas(64) float v_buf[KT * DMAX];   // [KT][D] converted values (non-fp32 storage only)
-  alignas(64) float q_buf[RQ * DMAX];   // [RQ][D] converted queries (non-fp32 storage only)
-  alignas(64) float s_buf[RQ * KT];     // [RQ][KT] scores, then probabilities
-  alignas(64) float lane_index[NV * W];
+/// The fp32 tiles: K^T and V as fp32 (in place when stored so, else widened), queries widened
+/// per row group, FMA micro-kernels.
+template <class Arch, class TQ, class TK>
+struct fp32_tiles {
+  static constexpr int group_rows = score_rows<Arch>;
+  static constexpr index_t DMAX = simd_backend<Arch>::max_head_dim;
+  index_t head_dim;
+  alignas(64) float kt_buf[DMAX * key_tile];  // [D][KT] packed K^T tile
+  alignas(64) float v_buf[key_tile * DMAX];   // [KT][D] widened values (non-fp32 storage)
+  alignas(64) float q_buf[group_rows * DMAX];
+  const float* ktile = nullptr;
+  index_t kt_stride = key_tile;
+  const float* vtile = nullptr;
+  index_t v_stride = 0;
+  const float* q[group_rows];
+
+  /// Makes the tile's keys [j0, j0 + kt) usable; returns whether K^T was read in place.
+  template <class Span>
+  bool load(const Span& span, index_t j0, index_t kt) noexcept {
+    bool in_place = false;
+    ktile = kt_buf;
+    kt_stride = key_tile;
+    if constexpr (std::is_same_v<TK, float>) {
+      if (span.k_tile == key_tile) {  // the ring's tiles: in place, padding keys masked later
+        ktile = span.key(j0);
+        in_place = true;
+      } else if (span.k_tile == 0 && span.k_stride == 1 && kt == key_tile) {
+        ktile = span.k + j0;
+        kt_stride = span.k_dim_stride;
+        in_place = true;
+      }
+    }
+    if (!in_place) {
+      for (index_t d = 0; d < head_dim; ++d)
+        for (index_t j = kt; j < key_tile; ++j) kt_buf[d * key_tile + j] = 0.0f;
+      if (span.k_tile == key_tile) {  // a ring tile of another storage type: widen it whole
+        simd::widen(span.key(j0), kt_buf, head_dim * key_tile, Arch{});
+      } else if (span.k_dim_stride != 1) {  // transposed source: read along keys
+        for (index_t d = 0; d < head_dim; ++d)
+          for (index_t j = 0; j < kt; ++j)
+            kt_buf[d * key_tile + j] = to_float(span.key(j0 + j)[d * span.k_dim_stride]);
+      } else {  // row-major source: read along dims
+        for (index_t j = 0; j < kt; ++j) {
+          const TK* key = span.key(j0 + j);
+          for (index_t d = 0; d < head_dim; ++d) kt_buf[d * key_tile + j] = to_float(key[d]);
+        }
+      }
+    }
+    if constexpr (std::is_same_v<TK, float>) {
+      vtile = span.v + j0 * span.v_stride;
+      v_stride = span.v_stride;
+    } else {
+      if (span.v_stride == head_dim) {  // contiguous rows: widen the tile whole
+        simd::widen(span.v + j0 * head_dim, v_buf, kt * head_dim, Arch{});
+      } else {
+        for (index_t j = 0; j < kt; ++j)
+          simd::widen(span.v + (j0 + j) * span.v_stride, v_buf + j * head_dim, head_dim, Arch{});
+      }
+      vtile = v_buf;
+      v_stride = head_dim;
+    }
+    return in_place;
+  }
+  void set_query(int r, const TQ* row) noexcept {
+    if constexpr (std::is_same_v<TQ, float>) {
+      q[r] = row;
+    } else {
+      simd::widen(row, q_buf + r * DMAX, head_dim, Arch{});
+      q[r] = q_buf + r * DMAX;
+    }
+  }
+  void scores(index_t nr, float* s) const noexcept {
+    scores_rows<Arch, group_rows>(nr, q, ktile, kt_stride, head_dim, s);
+  }
+  fbatch<Arch> round(const fbatch<Arch>& p) const noexcept { return p; }
+  void to_weights(index_t, const float*) noexcept {}
+  /// O += P V: per value micro-group, the keys all its rows see together, then the rest row by
+  /// row (a key a row does not see is never multiplied: its value may be non-finite).
+  void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
+              index_t kt) const noexcept {
+    constexpr int RV = value_rows<Arch>;
+    for (index_t g0 = 0; g0 < nr; g0 += RV) {
+      const index_t ng = nr - g0 < RV ? nr - g0 : RV;
+      index_t common = kt;
+      for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
+      if (common > 0)
+        accumulate_rows<Arch, RV>(ng, p + g0, 0, common, vtile, v_stride, out + g0, head_dim);
+      for (index_t r = g0; r < g0 + ng; ++r)
+        if (count[r] > common)
+          accumulate_values<Arch, 1>(p + r, common, count[r], vtile, v_stride, out + r, head_dim);
+    }
+  }
+};
+
+#if FAM_HAS_AVX512_BF16
+/// The bf16 tiles: K^T and V re-laid as pairs, dot products with vdpbf16ps (see
+/// simd_bf16_avx512.hpp); probabilities rounded to bf16. @pre head_dim % 16 == 0.
+template <class Arch>
+struct bf16_dot_tiles {
+  static constexpr int group_rows = simd::bf16_dot::score_rows;
+  static constexpr index_t DMAX = simd_backend<Arch>::max_head_dim;
+  index_t head_dim;
+  alignas(64) std::uint16_t k_pairs[DMAX * key_tile];  // [D/2][KT][2]
+  alignas(64) std::uint16_t v_pairs[key_tile * DMAX];  // [KT/2][D][2]
+  alignas(64) std::uint16_t p_bf16[group_rows * key_tile];
+  const std::uint16_t* q[group_rows];
+
+  template <class Span>
+  bool load(const Span& span, index_t j0, index_t kt) noexcept {
+    const bool ring = span.k_tile == key_tile;
+    simd::bf16_dot::pack_keys([&](index_t j) { return span.key(j0 + j); }, kt, span.k_dim_stride,
+                              ring, head_dim, k_pairs);
+    simd::bf16_dot::pack_values(span.v + j0 * span.v_stride, span.v_stride, kt, head_dim, v_pairs);
+    return false;
+  }
+  void set_query(int r, const bf16* row) noexcept {
+    q[r] = reinterpret_cast<const std::uint16_t*>(row);
+  }
+  void scores(index_t nr, float* s) const noexcept {
+    simd::bf16_dot::scores_rows<group_rows>(nr, q, k_pairs, head_dim / 2, s);
+  }
+  fbatch<Arch> round(const fbatch<Arch>& p) const noexcept {
+    return simd::bf16_dot::round_to_bf16<Arch>(p);
+  }
+  void to_weights(index_t r, const float* p) noexcept {
+    simd::bf16_dot::to_bf16_row(p, p_bf16 + r * key_tile);
+  }
+  /// O += P V over key pairs: pairs all rows of a value micro-group see together, then each
+  /// row's own remaining pairs and, for an odd count, its last key alone.
+  void values(index_t nr, const float* const*, const index_t* count, float* const* out,
+              index_t kt) const noexcept {
+    constexpr int RV = simd::bf16_dot::value_rows;
+    const std::uint16_t* p16[group_rows];
+    for (index_t r = 0; r < nr; ++r) p16[r] = p_bf16 + r * key_tile;
+    for (index_t g0 = 0; g0 < nr; g0 += RV) {
+      const index_t ng = nr - g0 < RV ? nr - g0 : RV;
+      index_t common = kt;
+      for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
+      const index_t common_pairs = common / 2;
+      if (common_pairs > 0)
+        simd::bf16_dot::values_rows<RV>(ng, p16 + g0, 0, common_pairs, false, v_pairs, head_dim,
+                                        out + g0);
+      for (index_t r = g0; r < g0 + ng; ++r)
+        if (count[r] > 2 * common_pairs)
+          simd::bf16_dot::values<1>(p16 + r, common_pairs, (count[r] + 1) / 2, count[r] % 2 != 0,
+                                    v_pairs, head_dim, out + r);
+    }
+  }
+};
+#endif
+
+/// The tiled loop shared by every tile kind: per chunk of rows, per span, per key tile
+/// (aligned to the span start), per row group: scores, online softmax, O += P V.
+template <class Arch, class Tiles, class TQ, class Spans>
+void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+                  float scale, attention_stats* stats, Tiles& tiles) noexcept {
+  constexpr index_t KT = key_tile, RC = simd_backend<Arch>::row_chunk;
+  constexpr int RQ = Tiles::group_rows;
+  alignas(64) float s_buf[RQ * KT];  // [RQ][KT] scores, then probabilities
+  alignas(64) float lane_index[KT];
   for (index_t j = 0; j < KT; ++j) lane_index[j] = static_cast<float>(j);
   float m[RC], l[RC];  // running max and sum per row of the chunk
-  const float fscale = static_cast<float>(scale);
   const float neg_inf = -INFINITY;
   const index_t n_spans = spans.size();
+  const bool streaming = rows.count <= RQ;  // few rows (decode): bound by memory
 
   for (index_t c0 = 0; c0 < rows.count; c0 += RC) {
     const index_t c1 = rows.count - c0 < RC ? rows.count : c0 + RC;
@@ -198,6 +400,8 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
       m[i - c0] = neg_inf;
       l[i - c0] = 0.0f;
     }
+    if (streaming)
+      for (index_t r = c0; r < c1; ++r) tiles.set_query(int(r - c0), rows.q + r * rows.q_stride);
     for (index_t si = 0; si < n_spans; ++si) {
       const auto span = spans[si];
       const bool last = si + 1 == n_spans;
@@ -205,134 +409,41 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
       const index_t vis_max = visible(c1 - 1);  // visible counts grow with the row
       for (index_t j0 = 0; j0 < vis_max; j0 += KT) {
         const index_t kt = vis_max - j0 < KT ? vis_max - j0 : KT;
-        // K^T of the tile as fp32 [D][KT]: in place when the storage already is, else packed
-        const float* ktile = kt_buf;
-        index_t kt_stride = KT;
-        bool in_place = false;
-        if constexpr (std::is_same_v<TK, float>) {
-          if (span.k_tile == KT) {  // the ring's tiles: in place, padding keys masked below
-            ktile = span.key(j0);
-            kt_stride = KT;
-            in_place = true;
-          } else if (span.k_tile == 0 && span.k_stride == 1 && kt == KT) {
-            ktile = span.k + j0;
-            kt_stride = span.k_dim_stride;
-            in_place = true;
-          }
+        if (streaming) {  // the next tile: later in this span, else the start of the next
+          if (j0 + KT < vis_max)
+            prefetch_tile(span, j0 + KT, head_dim);
+          else if (si + 1 < n_spans)
+            prefetch_tile(spans[si + 1], 0, head_dim);
         }
-        if (!in_place) {
-          for (index_t d = 0; d < head_dim; ++d)
-            for (index_t j = kt; j < KT; ++j) kt_buf[d * KT + j] = 0.0f;
-          if (span.k_tile == KT) {  // a ring tile of another storage type: widen it whole
-            simd::widen(span.key(j0), kt_buf, head_dim * KT, Arch{});
-          } else if (span.k_dim_stride != 1) {  // transposed source: read along keys
-            for (index_t d = 0; d < head_dim; ++d)
-              for (index_t j = 0; j < kt; ++j)
-                kt_buf[d * KT + j] = to_float(span.key(j0 + j)[d * span.k_dim_stride]);
-          } else {  // row-major source: read along dims
-            for (index_t j = 0; j < kt; ++j) {
-              const TK* key = span.key(j0 + j);
-              for (index_t d = 0; d < head_dim; ++d) kt_buf[d * KT + j] = to_float(key[d]);
-            }
-          }
+        const bool in_place = tiles.load(span, j0, kt);
+        if (stats != nullptr) {
+          stats->key_tiles.fetch_add(1, std::memory_order_relaxed);
+          if (!in_place) stats->packed_tiles.fetch_add(1, std::memory_order_relaxed);
+          if (visible(c0) < j0 + kt) stats->masked_tiles.fetch_add(1, std::memory_order_relaxed);
         }
-        // the tile's value rows as fp32
-        const float* vtile;
-        index_t v_stride;
-        if constexpr (std::is_same_v<TK, float>) {
-          vtile = span.v + j0 * span.v_stride;
-          v_stride = span.v_stride;
-        } else {
-          if (span.v_stride == head_dim) {  // contiguous rows: widen the tile whole
-            simd::widen(span.v + j0 * head_dim, v_buf, kt * head_dim, Arch{});
-          } else {
-            for (index_t j = 0; j < kt; ++j)
-              simd::widen(span.v + (j0 + j) * span.v_stride, v_buf + j * head_dim, head_dim,
-                          Arch{});
-          }
-          vtile = v_buf;
-          v_stride = head_dim;
-        }
-        if (backend.stats != nullptr) {
-          backend.stats->key_tiles.fetch_add(1, std::memory_order_relaxed);
-          if (!in_place) backend.stats->packed_tiles.fetch_add(1, std::memory_order_relaxed);
-          if (visible(c0) < j0 + kt)
-            backend.stats->masked_tiles.fetch_add(1, std::memory_order_relaxed);
-        }
-
         for (index_t r0 = c0; r0 < c1; r0 += RQ) {
           const index_t nr = c1 - r0 < RQ ? c1 - r0 : RQ;
-          const float* q[RQ];
           float* out[RQ];
           const float* p[RQ];
           index_t count[RQ];  // keys of this tile that row r sees
           for (index_t r = 0; r < nr; ++r) {
-            const TQ* qr = rows.q + (r0 + r) * rows.q_stride;
-            if constexpr (std::is_same_v<TQ, float>) {
-              q[r] = qr;
-            } else {
-              for (index_t d = 0; d < head_dim; ++d) q_buf[r * DMAX + d] = to_float(qr[d]);
-              q[r] = q_buf + r * DMAX;
-            }
+            if (!streaming) tiles.set_query(int(r), rows.q + (r0 + r) * rows.q_stride);
             out[r] = rows.out + (r0 + r) * rows.out_stride;
             p[r] = s_buf + r * KT;
             const index_t vis = visible(r0 + r) - j0;
             count[r] = vis < 0 ? 0 : (vis < kt ? vis : kt);
           }
-          sd::scores_rows<Arch, RQ>(nr, q, ktile, kt_stride, head_dim, s_buf);
-          // online softmax, one row at a time
+          tiles.scores(nr, s_buf);
           for (index_t r = 0; r < nr; ++r) {
-            if (count[r] == 0) continue;
-            float* s = s_buf + r * KT;
-            const b cnt(static_cast<float>(count[r]));
-            b vmax(neg_inf);
-            auto nan_lanes = b(0.0f) != b(0.0f);
-            for (index_t c = 0; c < NV; ++c) {
-              b x = b::load_aligned(s + c * W) * b(fscale);
-              x = xsimd::select(b::load_aligned(lane_index + c * W) < cnt, x, b(neg_inf));
-              x.store_aligned(s + c * W);
-              vmax = xsimd::max(vmax, x);
-              nan_lanes = nan_lanes || xsimd::isnan(x);  // not x != x: NEQ_OQ in xsimd 8.1
-            }
-            // a NaN logit poisons its row, visibly (max would skip it)
-            const float tile_max = xsimd::any(nan_lanes) ? NAN : simd::reduce_max<Arch>(vmax);
-            if (tile_max == neg_inf) {
-              count[r] = 0;
-              continue;
-            }
             const index_t i = r0 + r - c0;
-            const float m_new = std::isnan(tile_max) ? tile_max : std::fmax(m[i], tile_max);
-            const float alpha = m[i] == neg_inf ? 0.0f : std::exp(m[i] - m_new);
-            b vsum(0.0f);
-            for (index_t c = 0; c < NV; ++c) {
-              const b e = xsimd::exp(b::load_aligned(s + c * W) - b(m_new));
-              const b pe = xsimd::select(b::load_aligned(lane_index + c * W) < cnt, e, b(0.0f));
-              pe.store_aligned(s + c * W);
-              vsum += pe;
-            }
-            l[i] = l[i] * alpha + simd::reduce_add<Arch>(vsum);
-            if (alpha != 1.0f) {
-              index_t d = 0;
-              for (; d + W <= head_dim; d += W)
-                (b::load_unaligned(out[r] + d) * b(alpha)).store_unaligned(out[r] + d);
-              for (; d < head_dim; ++d) out[r][d] *= alpha;
-            }
-            m[i] = m_new;
+            if (count[r] == 0) continue;
+            if (!softmax_row<Arch>(s_buf + r * KT, count[r], scale, lane_index, m[i], l[i], out[r],
+                                   head_dim, [&](const fbatch<Arch>& x) { return tiles.round(x); }))
+              count[r] = 0;
+            else
+              tiles.to_weights(r, s_buf + r * KT);
           }
-          // O += P V: per value micro-group, the keys all its rows see together, then the
-          // rest row by row
-          for (index_t g0 = 0; g0 < nr; g0 += RV) {
-            const index_t ng = nr - g0 < RV ? nr - g0 : RV;
-            index_t common = kt;
-            for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
-            if (common > 0)
-              sd::accumulate_rows<Arch, RV>(ng, p + g0, 0, common, vtile, v_stride, out + g0,
-                                            head_dim);
-            for (index_t r = g0; r < g0 + ng; ++r)
-              if (count[r] > common)
-                sd::accumulate_values<Arch, 1>(p + r, common, count[r], vtile, v_stride, out + r,
-                                               head_dim);
-          }
+          tiles.values(nr, p, count, out, kt);
         }
       }
     }
@@ -347,6 +458,36 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
         rows.lse[i * rows.lse_stride] = empty ? neg_inf : m[i - c0] + std::log(li);
     }
   }
+}
+
+}  // namespace simd_detail
+
+/// SIMD attend_rows: same contract as the reference overload (see reference.hpp). bf16
+/// queries, keys and values take the vdpbf16ps kernels where the ISA has them (head_dim a
+/// multiple of 16), everything else the fp32-FMA kernels.
+template <class TQ, class Spans, class Arch>
+void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+                 double scale, const simd_backend<Arch>& backend) noexcept {
+  namespace sd = simd_detail;
+  using TK = sd::key_type_of<decltype(spans[0])>;
+  static_assert(simd_backend<Arch>::key_tile == sd::key_tile &&
+                    sd::score_rows<Arch> % sd::value_rows<Arch> == 0,
+                "fam: micro-kernel shapes disagree");
+  FAM_ASSERT(head_dim <= simd_backend<Arch>::max_head_dim);
+  const float fscale = static_cast<float>(scale);
+#if FAM_HAS_AVX512_BF16
+  if constexpr (std::is_same_v<TQ, bf16> && std::is_same_v<TK, bf16> &&
+                simd::bf16_dot::available<Arch>) {
+    if (head_dim % 16 == 0) {
+      sd::bf16_dot_tiles<Arch> tiles;
+      tiles.head_dim = head_dim;
+      return sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
+    }
+  }
+#endif
+  sd::fp32_tiles<Arch, TQ, TK> tiles;
+  tiles.head_dim = head_dim;
+  sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
 }
 
 }  // namespace kernel
