@@ -1,8 +1,10 @@
 // Scaling: stream N tokens through one layer (full, bswa or fam) in blocks, inputs generated
-// per block, and report the per-token time of the last block and the peak resident memory.
+// per block, and report the per-token time of the last blocks (median of the last 16, and the
+// very last) and the peak resident memory.
 // Run each configuration in a fresh process (scripts/bench does) so peaks do not mix.
 //   fam_scaling <full|bswa|fam> <tokens> [D=64 B=256 M=3 F=64 H=4]
 // Prints one JSON object per run.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -48,7 +50,7 @@ int main(int argc, char** argv) {
   if (F > 0 && fam::begin_fam(st, fv, fv, fv) != fam::status::ok) return 1;
   fam::simd_backend<> be;
   unsigned seed = 1;
-  double last_block_s = 0;
+  std::vector<double> block_s;  // per-block times, in order
   for (fam::index_t done = 0; done < N; done += B) {
     const fam::index_t n = std::min(B, N - done);
     for (float& v : x)
@@ -63,14 +65,22 @@ int main(int argc, char** argv) {
       const auto uf = st.fam_output();  // weight-free update: the cost of the FAM rows is included
       if (fam::update_fam(st, uf, uf, uf) != fam::status::ok) return 1;
     }
-    last_block_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    block_s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
+  // the median of the last (up to) 16 blocks: one block is a few milliseconds, easily disturbed
+  std::vector<double> tail(
+      block_s.end() - std::min<std::ptrdiff_t>(16, std::ptrdiff_t(block_s.size())), block_s.end());
+  std::sort(tail.begin(), tail.end());
+  const double median_s = tail.empty() ? 0.0 : tail[tail.size() / 2];
+  const double last_block_s = block_s.empty() ? 0.0 : block_s.back();
   std::printf(
       "{\"variant\": \"%s\", \"tokens\": %lld, \"D\": %lld, \"B\": %lld, \"M\": %lld, \"F\": %lld, "
-      "\"H\": %lld, \"last_block_us_per_token\": %.4f, \"peak_rss_mib\": %.1f, \"state_mib\": "
+      "\"H\": %lld, \"us_per_token\": %.4f, \"last_block_us_per_token\": %.4f, \"peak_rss_mib\": "
+      "%.1f, \"state_mib\": "
       "%.2f}\n",
       variant.c_str(), (long long)N, (long long)D, (long long)B, (long long)M, (long long)F,
-      (long long)H, last_block_s / double(B) * 1e6, double(peak_rss_kib()) / 1024.0,
+      (long long)H, median_s / double(B) * 1e6, last_block_s / double(B) * 1e6,
+      double(peak_rss_kib()) / 1024.0,
       double(fam::layer_state<fam::attention_config<>>::storage_bytes(cfg)) / (1 << 20));
   return 0;
 }

@@ -207,25 +207,6 @@ inline bool softmax_row(float* s, index_t count, float scale, const float* lane_
   return true;
 }
 
-/// Fetches the K and V bytes of a tile towards the cache ahead of use (decode streams the
-/// ring from memory; the hardware prefetchers stop at page boundaries).
-template <class Span>
-inline void prefetch_tile(const Span& span, index_t j0, index_t head_dim) noexcept {
-  using T = std::remove_const_t<std::remove_pointer_t<decltype(span.k)>>;
-  if (j0 >= span.count) return;
-  const index_t kt = span.count - j0 < key_tile ? span.count - j0 : key_tile;
-  if (span.k_tile == key_tile) {
-    const char* k = reinterpret_cast<const char*>(span.key(j0));
-    for (index_t off = 0; off < head_dim * key_tile * index_t(sizeof(T)); off += 64)
-      __builtin_prefetch(k + off);
-  }
-  if (span.v_stride == head_dim) {
-    const char* v = reinterpret_cast<const char*>(span.v + j0 * span.v_stride);
-    for (index_t off = 0; off < kt * head_dim * index_t(sizeof(T)); off += 64)
-      __builtin_prefetch(v + off);
-  }
-}
-
 /// The fp32 tiles: K^T and V as fp32 (in place when stored so, else widened), queries widened
 /// per row group, FMA micro-kernels.
 template <class Arch, class TQ, class TK>
@@ -390,7 +371,7 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail
   float m[RC], l[RC];  // running max and sum per row of the chunk
   const float neg_inf = -INFINITY;
   const index_t n_spans = spans.size();
-  const bool streaming = rows.count <= RQ;  // few rows (decode): bound by memory
+  const bool one_group = rows.count <= RQ;  // (decode): queries prepared once per call
 
   for (index_t c0 = 0; c0 < rows.count; c0 += RC) {
     const index_t c1 = rows.count - c0 < RC ? rows.count : c0 + RC;
@@ -400,7 +381,7 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail
       m[i - c0] = neg_inf;
       l[i - c0] = 0.0f;
     }
-    if (streaming)
+    if (one_group)
       for (index_t r = c0; r < c1; ++r) tiles.set_query(int(r - c0), rows.q + r * rows.q_stride);
     for (index_t si = 0; si < n_spans; ++si) {
       const auto span = spans[si];
@@ -409,12 +390,6 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail
       const index_t vis_max = visible(c1 - 1);  // visible counts grow with the row
       for (index_t j0 = 0; j0 < vis_max; j0 += KT) {
         const index_t kt = vis_max - j0 < KT ? vis_max - j0 : KT;
-        if (streaming) {  // the next tile: later in this span, else the start of the next
-          if (j0 + KT < vis_max)
-            prefetch_tile(span, j0 + KT, head_dim);
-          else if (si + 1 < n_spans)
-            prefetch_tile(spans[si + 1], 0, head_dim);
-        }
         const bool in_place = tiles.load(span, j0, kt);
         if (stats != nullptr) {
           stats->key_tiles.fetch_add(1, std::memory_order_relaxed);
@@ -427,7 +402,7 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail
           const float* p[RQ];
           index_t count[RQ];  // keys of this tile that row r sees
           for (index_t r = 0; r < nr; ++r) {
-            if (!streaming) tiles.set_query(int(r), rows.q + (r0 + r) * rows.q_stride);
+            if (!one_group) tiles.set_query(int(r), rows.q + (r0 + r) * rows.q_stride);
             out[r] = rows.out + (r0 + r) * rows.out_stride;
             p[r] = s_buf + r * KT;
             const index_t vis = visible(r0 + r) - j0;
