@@ -1,17 +1,18 @@
 // The SIMD CPU backend (xsimd): flash-style tiles with an online softmax, never a full score
-// matrix. Per group of query rows that share their keys (a block of BSWA or FAM):
-//   for each key span (memory blocks, FAM, own block) and each key tile of 64 keys
+// matrix. Per chunk of query rows that share their keys (a block of BSWA or FAM, up to 1024):
+//   for each key span (memory blocks, FAM, own block) and each key tile of 32 keys
 //   (aligned to the span start, so to block boundaries):
-//     K^T tile: read in place from the ring (which stores K^T per block), else packed once
-//               for up to 256 rows;
-//     per micro-group of rows: S = scale * Q K^T (register-blocked FMA), boundary tiles masked
-//               per row, online softmax (running max m, sum l, rescale of the output rows),
-//               O += P V (register-blocked FMA).
+//     the tile, prepared once for every row of the chunk (fp32_tiles: K^T read in place from
+//               the ring, which stores K^T per tile of 32 keys, else packed/widened to fp32;
+//               bf16_dot_tiles: K^T and V re-laid as bf16 pairs for vdpbf16ps);
+//     per micro-group of rows: S = Q K^T (register-blocked), boundary tiles masked per row,
+//               online softmax (running max m, sum l, rescale of the output rows),
+//               O += P V (register-blocked).
 // Tiles outside the window are never visited: the spans only cover visible blocks.
 //
 // Determinism: every output element is a fixed chain of operations that does not depend on
 // how rows are grouped (the micro-kernels give each (row, key) and (row, dim) lane its own
-// sequential FMA chain), on the chunking of the call, on the ring's placement or on threads.
+// sequential chain), on the chunking of the call, on the ring's placement or on threads.
 // Prefill and decode therefore agree bitwise, within one ISA.
 #ifndef FAM_BACKEND_SIMD_HPP_
 #define FAM_BACKEND_SIMD_HPP_
