@@ -38,7 +38,7 @@ using config = fam::attention_config<>;
 
 struct shape {
   std::string variant;  // full, swa, bswa, fam
-  std::string dtype;    // fp32, bf16
+  std::string dtype;    // fp32, bf16, bf16p (bf16 with P rounded to bf16)
   index_t D, B, M, F, H, Hkv;
   int threads;
   std::string name() const {
@@ -192,6 +192,7 @@ void BM_prefill(benchmark::State& state, shape s) {
   const config cfg = make_config(s);
   fam::thread_pool pool(s.threads);
   fam::simd_backend<> be;
+  be.round_probabilities_to_bf16 = s.dtype == "bf16p";  // the opt-in bf16 P V
   if (s.threads > 1) be.parallel = pool.hook();
   const index_t L = (s.M + 1) * s.B, F = cfg.fam_len();
   const std::vector<T> q = random_values<T>(L * s.H * s.D, 1),
@@ -249,6 +250,7 @@ template <class T>
 void BM_decode(benchmark::State& state, shape s) {
   const config cfg = make_config(s);
   fam::simd_backend<> be;
+  be.round_probabilities_to_bf16 = s.dtype == "bf16p";  // the opt-in bf16 P V
   fam::thread_pool pool(s.threads);
   if (s.threads > 1) be.parallel = pool.hook();
   const std::size_t ring_bytes = std::size_t(2 * s.Hkv * (s.M + 1) * s.B * s.D) * sizeof(T);
@@ -314,7 +316,7 @@ void BM_decode(benchmark::State& state, shape s) {
 
 void register_shape(const shape& s, bool decode) {
   const std::string name = (decode ? "decode/" : "prefill/") + s.name();
-  auto* b = s.dtype == "bf16"
+  auto* b = s.dtype == "bf16" || s.dtype == "bf16p"
                 ? (decode ? benchmark::RegisterBenchmark(name.c_str(), BM_decode<fam::bf16>, s)
                           : benchmark::RegisterBenchmark(name.c_str(), BM_prefill<fam::bf16>, s))
                 : (decode ? benchmark::RegisterBenchmark(name.c_str(), BM_decode<float>, s)
@@ -344,6 +346,13 @@ void register_grid() {
                 register_shape({"fam", dtype, D, B, M, F, H, Hkv, T}, false);
               register_shape({"bswa", dtype, D, B, M, 0, H, Hkv, T}, true);
               register_shape({"fam", dtype, D, B, M, 64, H, Hkv, T}, true);
+              // bf16 with the opt-in rounding of P to bf16 (simd_backend's
+              // round_probabilities_to_bf16): P V on vdpbf16ps too
+              if (dtype == "bf16") {
+                register_shape({"bswa", "bf16p", D, B, M, 0, H, Hkv, T}, false);
+                register_shape({"fam", "bf16p", D, B, M, 64, H, Hkv, T}, false);
+                register_shape({"bswa", "bf16p", D, B, M, 0, H, Hkv, T}, true);
+              }
             }
 }
 

@@ -226,52 +226,57 @@ TEST_SUITE("simd") {
   // error of a naive bf16 implementation and the bitwise agreement of prefill and streaming.
   TEST_CASE("bf16 storage: odd tiles, partial dims and head groupings stay exact to the contract") {
     testing::rng rng(testing::base_seed() + 74);
-    for (index_t D : {16, 48, 80, 128})
-      for (index_t B : {7, 33, 64})
-        for (index_t Hkv : {1, 2, 4}) {
-          const index_t H = 4, M = B == 64 ? 1 : 2, L = 3 * B + 5;
-          const inputs x = random_inputs(rng, L, H, Hkv, D);
-          fam::attention_config<> cfg(D, B, M, 0);
-          cfg.set_heads(H, Hkv);
-          const fam::mask_spec spec = fam::mask_spec::bswa(B, M);
-          const oracle::attn_result exact = oracle::token_attention(
-              oracle::mask::bswa, 0, B, M, L, int(H), int(Hkv), int(D), cfg.scale(),
-              testing::to_double(x.q), testing::to_double(x.k), testing::to_double(x.v));
-          auto round = [](const std::vector<float>& v) {
-            std::vector<fam::bf16> r(v.size());
-            for (std::size_t i = 0; i < v.size(); ++i) r[i] = fam::from_float<fam::bf16>(v[i]);
-            return r;
-          };
-          const std::vector<fam::bf16> q = round(x.q), k = round(x.k), v = round(x.v);
-          const auto Q = fam::make_view(q.data(), L, H, D);
-          const auto K = fam::make_view(k.data(), L, Hkv, D),
-                     V = fam::make_view(v.data(), L, Hkv, D);
-          std::vector<float> out(L * H * D), naive(L * H * D), streamed(L * H * D);
-          REQUIRE(fam::attention(cfg, spec, Q, K, V, fam::make_view(out.data(), L, H, D), {},
-                                 fam::simd_backend<>{}) == fam::status::ok);
-          std::vector<float> qr(q.size()), kr(k.size()), vr(v.size());
-          for (std::size_t i = 0; i < q.size(); ++i) qr[i] = fam::to_float(q[i]);
-          for (std::size_t i = 0; i < k.size(); ++i)
-            kr[i] = fam::to_float(k[i]), vr[i] = fam::to_float(v[i]);
-          fam::naive::attention(spec, cfg.scale(), fam::make_view<const float>(qr.data(), L, H, D),
-                                fam::make_view<const float>(kr.data(), L, Hkv, D),
-                                fam::make_view<const float>(vr.data(), L, Hkv, D),
-                                fam::make_view(naive.data(), L, H, D));
-          double ours = 0, base = 0;
-          for (std::size_t i = 0; i < out.size(); ++i) {
-            ours = std::max(ours, std::fabs(out[i] - exact.out[i]));
-            base = std::max(base, std::fabs(naive[i] - exact.out[i]));
+    for (bool round_p : {false, true})
+      for (index_t D : {16, 48, 80, 128})
+        for (index_t B : {7, 33, 64})
+          for (index_t Hkv : {1, 2, 4}) {
+            const index_t H = 4, M = B == 64 ? 1 : 2, L = 3 * B + 5;
+            const inputs x = random_inputs(rng, L, H, Hkv, D);
+            fam::attention_config<> cfg(D, B, M, 0);
+            cfg.set_heads(H, Hkv);
+            const fam::mask_spec spec = fam::mask_spec::bswa(B, M);
+            const oracle::attn_result exact = oracle::token_attention(
+                oracle::mask::bswa, 0, B, M, L, int(H), int(Hkv), int(D), cfg.scale(),
+                testing::to_double(x.q), testing::to_double(x.k), testing::to_double(x.v));
+            auto round = [](const std::vector<float>& v) {
+              std::vector<fam::bf16> r(v.size());
+              for (std::size_t i = 0; i < v.size(); ++i) r[i] = fam::from_float<fam::bf16>(v[i]);
+              return r;
+            };
+            const std::vector<fam::bf16> q = round(x.q), k = round(x.k), v = round(x.v);
+            const auto Q = fam::make_view(q.data(), L, H, D);
+            const auto K = fam::make_view(k.data(), L, Hkv, D),
+                       V = fam::make_view(v.data(), L, Hkv, D);
+            std::vector<float> out(L * H * D), naive(L * H * D), streamed(L * H * D);
+            fam::simd_backend<> be;
+            be.round_probabilities_to_bf16 = round_p;
+            REQUIRE(fam::attention(cfg, spec, Q, K, V, fam::make_view(out.data(), L, H, D), {},
+                                   be) == fam::status::ok);
+            std::vector<float> qr(q.size()), kr(k.size()), vr(v.size());
+            for (std::size_t i = 0; i < q.size(); ++i) qr[i] = fam::to_float(q[i]);
+            for (std::size_t i = 0; i < k.size(); ++i)
+              kr[i] = fam::to_float(k[i]), vr[i] = fam::to_float(v[i]);
+            fam::naive::attention(spec, cfg.scale(),
+                                  fam::make_view<const float>(qr.data(), L, H, D),
+                                  fam::make_view<const float>(kr.data(), L, Hkv, D),
+                                  fam::make_view<const float>(vr.data(), L, Hkv, D),
+                                  fam::make_view(naive.data(), L, H, D));
+            double ours = 0, base = 0;
+            for (std::size_t i = 0; i < out.size(); ++i) {
+              ours = std::max(ours, std::fabs(out[i] - exact.out[i]));
+              base = std::max(base, std::fabs(naive[i] - exact.out[i]));
+            }
+            INFO("D=", D, " B=", B, " Hkv=", Hkv, " rounded P: ", round_p, ": max|err| ", ours,
+                 " naive bf16 ", base);
+            CHECK(ours <= 2.0 * base);
+            fam::layer_state<fam::attention_config<>, fam::bf16> st;
+            REQUIRE(st.init(cfg) == fam::status::ok);
+            for (index_t n = 0; n < L; ++n)
+              REQUIRE(fam::attend(st, Q.rows_from(n, 1), K.rows_from(n, 1), V.rows_from(n, 1),
+                                  fam::make_view(streamed.data(), L, H, D).rows_from(n, 1), {},
+                                  nullptr, be) == fam::status::ok);
+            CHECK(testing::bitwise_equal(streamed, out));
           }
-          INFO("D=", D, " B=", B, " Hkv=", Hkv, ": max|err| ", ours, " naive bf16 ", base);
-          CHECK(ours <= 2.0 * base);
-          fam::layer_state<fam::attention_config<>, fam::bf16> st;
-          REQUIRE(st.init(cfg) == fam::status::ok);
-          for (index_t n = 0; n < L; ++n)
-            REQUIRE(fam::attend(st, Q.rows_from(n, 1), K.rows_from(n, 1), V.rows_from(n, 1),
-                                fam::make_view(streamed.data(), L, H, D).rows_from(n, 1), {},
-                                nullptr, fam::simd_backend<>{}) == fam::status::ok);
-          CHECK(testing::bitwise_equal(streamed, out));
-        }
   }
 
   TEST_CASE("bf16 storage: a non-finite value poisons exactly the rows that see it") {
@@ -284,21 +289,24 @@ TEST_SUITE("simd") {
     for (std::size_t i = 0; i < q.size(); ++i) q[i] = fam::from_float<fam::bf16>(x.q[i]);
     for (std::size_t i = 0; i < k.size(); ++i)
       k[i] = fam::from_float<fam::bf16>(x.k[i]), v[i] = fam::from_float<fam::bf16>(x.v[i]);
-    for (index_t bad : {5, 6, 33}) {
-      std::vector<fam::bf16> vb = v;
-      vb[std::size_t(bad * H * D + 3)] = fam::from_float<fam::bf16>(NAN);  // head 0, dim 3
-      fam::attention_config<> cfg(D, B, 0, 0);
-      cfg.set_heads(H, H);
-      std::vector<float> out(L * H * D);
-      REQUIRE(fam::attention(cfg, fam::mask_spec::full(), fam::make_view(q.data(), L, H, D),
-                             fam::make_view(k.data(), L, H, D), fam::make_view(vb.data(), L, H, D),
-                             fam::make_view(out.data(), L, H, D), {},
-                             fam::simd_backend<>{}) == fam::status::ok);
-      for (index_t n = 0; n < L; ++n) {
-        INFO("NaN value at key ", bad, ", row ", n);
-        CHECK(std::isnan(out[std::size_t(n * H * D + 3)]) == (n >= bad));
-        CHECK(std::isfinite(out[std::size_t(n * H * D + D + 3)]));  // head 1 never sees it
+    for (bool round_p : {false, true})
+      for (index_t bad : {5, 6, 33}) {
+        fam::simd_backend<> be;
+        be.round_probabilities_to_bf16 = round_p;
+        std::vector<fam::bf16> vb = v;
+        vb[std::size_t(bad * H * D + 3)] = fam::from_float<fam::bf16>(NAN);  // head 0, dim 3
+        fam::attention_config<> cfg(D, B, 0, 0);
+        cfg.set_heads(H, H);
+        std::vector<float> out(L * H * D);
+        REQUIRE(fam::attention(cfg, fam::mask_spec::full(), fam::make_view(q.data(), L, H, D),
+                               fam::make_view(k.data(), L, H, D),
+                               fam::make_view(vb.data(), L, H, D),
+                               fam::make_view(out.data(), L, H, D), {}, be) == fam::status::ok);
+        for (index_t n = 0; n < L; ++n) {
+          INFO("NaN value at key ", bad, ", row ", n);
+          CHECK(std::isnan(out[std::size_t(n * H * D + 3)]) == (n >= bad));
+          CHECK(std::isfinite(out[std::size_t(n * H * D + D + 3)]));  // head 1 never sees it
+        }
       }
-    }
   }
 }

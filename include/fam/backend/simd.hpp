@@ -57,6 +57,13 @@ struct simd_backend : reference_backend {
   static constexpr index_t row_chunk = 1024;
 
   attention_stats* stats = nullptr;  ///< optional counters
+  /// Opt-in, for calls whose Q, K and V are all bf16 on AVX512_BF16: round the softmax
+  /// probabilities to bf16 so that P V also runs on vdpbf16ps (faster prefill). Off by
+  /// default: the contract keeps softmax and accumulation in fp32 (SPEC §1), and the default
+  /// bf16 path takes only Q K^T on vdpbf16ps (exact bf16 products, fp32 sums). With it on, the
+  /// error stays within 2x that of a naive bf16 implementation (tests/simd), not within the
+  /// fp32 bound.
+  bool round_probabilities_to_bf16 = false;
 };
 
 namespace kernel {
@@ -313,14 +320,22 @@ struct bf16_dot_tiles {
   alignas(64) std::uint16_t k_pairs[DMAX * key_tile];  // [D/2][KT][2]
   alignas(64) std::uint16_t v_pairs[key_tile * DMAX];  // [KT/2][D][2]
   alignas(64) std::uint16_t p_bf16[group_rows * key_tile];
+  alignas(64) float v_buf[key_tile * DMAX];  // [KT][D] widened values (fp32 probabilities)
   const std::uint16_t* q[group_rows];
+  bool round_p = false;  // simd_backend::round_probabilities_to_bf16
 
   template <class Span>
   bool load(const Span& span, index_t j0, index_t kt) noexcept {
     const bool ring = span.k_tile == key_tile;
     simd::bf16_dot::pack_keys([&](index_t j) { return span.key(j0 + j); }, kt, span.k_dim_stride,
                               ring, head_dim, k_pairs);
-    simd::bf16_dot::pack_values(span.v + j0 * span.v_stride, span.v_stride, kt, head_dim, v_pairs);
+    if (round_p) {
+      simd::bf16_dot::pack_values(span.v + j0 * span.v_stride, span.v_stride, kt, head_dim,
+                                  v_pairs);
+    } else {
+      for (index_t j = 0; j < kt; ++j)
+        simd::widen(span.v + (j0 + j) * span.v_stride, v_buf + j * head_dim, head_dim, Arch{});
+    }
     return false;
   }
   void set_query(int r, const bf16* row) noexcept {
@@ -330,15 +345,29 @@ struct bf16_dot_tiles {
     simd::bf16_dot::scores_rows<group_rows>(nr, q, k_pairs, head_dim / 2, s);
   }
   fbatch<Arch> round(const fbatch<Arch>& p) const noexcept {
-    return simd::bf16_dot::round_to_bf16<Arch>(p);
+    return round_p ? simd::bf16_dot::round_to_bf16<Arch>(p) : p;
   }
   void to_weights(index_t r, const float* p) noexcept {
-    simd::bf16_dot::to_bf16_row(p, p_bf16 + r * key_tile);
+    if (round_p) simd::bf16_dot::to_bf16_row(p, p_bf16 + r * key_tile);
   }
   /// O += P V over key pairs: pairs all rows of a value micro-group see together, then each
   /// row's own remaining pairs and, for an odd count, its last key alone.
-  void values(index_t nr, const float* const*, const index_t* count, float* const* out,
+  void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
               index_t kt) const noexcept {
+    if (!round_p) {  // fp32 probabilities times widened values, as the fp32 tiles do
+      constexpr int RV = value_rows<Arch>;
+      for (index_t g0 = 0; g0 < nr; g0 += RV) {
+        const index_t ng = nr - g0 < RV ? nr - g0 : RV;
+        index_t common = kt;
+        for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
+        if (common > 0)
+          accumulate_rows<Arch, RV>(ng, p + g0, 0, common, v_buf, head_dim, out + g0, head_dim);
+        for (index_t r = g0; r < g0 + ng; ++r)
+          if (count[r] > common)
+            accumulate_values<Arch, 1>(p + r, common, count[r], v_buf, head_dim, out + r, head_dim);
+      }
+      return;
+    }
     constexpr int RV = simd::bf16_dot::value_rows;
     const std::uint16_t* p16[group_rows];
     for (index_t r = 0; r < nr; ++r) p16[r] = p_bf16 + r * key_tile;
@@ -457,6 +486,7 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
     if (head_dim % 16 == 0) {
       sd::bf16_dot_tiles<Arch> tiles;
       tiles.head_dim = head_dim;
+      tiles.round_p = backend.round_probabilities_to_bf16;
       return sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
     }
   }
