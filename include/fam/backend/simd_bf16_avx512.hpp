@@ -4,14 +4,16 @@
 // tagged with the xsimd architecture it serves; without the ISA the header defines nothing
 // but `available<Arch> == false` and the backend keeps its fp32-FMA path.
 //
-// vdpbf16ps multiplies pairs of bf16 and adds both products to one fp32 lane, so both operands
-// come as pairs along the reduced dimension:
+// vdpbf16ps multiplies pairs of bf16 (exactly, in fp32) and adds both products to one fp32
+// lane, so both operands come as pairs along the reduced dimension:
 //   scores  S[r][j] += (q[r][2p], q[r][2p+1]) . (K[j][2p], K[j][2p+1])  over dim pairs p
 //   values  O[r][d] += (P[r][2p], P[r][2p+1]) . (V[2p][d], V[2p+1][d])  over key pairs p
-// The K^T and V tiles are re-laid as pairs once per tile (pack_keys / pack_values), and the
-// probabilities are rounded to bf16 (round_to_bf16) before they are summed and used, so that
-// the normalizer sums exactly the weights that multiply V. Every lane is still one fixed
-// chain of operations, independent of row grouping, chunking, ring placement and threads.
+// The K^T tile is re-laid as pairs once per tile (pack_keys). The value kernel needs the
+// probabilities in bf16: the backend uses it only when the caller opts in
+// (simd_backend::round_probabilities_to_bf16); then V is re-laid as pairs (pack_values) and the
+// probabilities are rounded (round_to_bf16) before they are summed and used, so that the
+// normalizer sums exactly the weights that multiply V. Every lane is still one fixed chain of
+// operations, independent of row grouping, chunking, ring placement and threads.
 #ifndef FAM_BACKEND_SIMD_BF16_AVX512_HPP_
 #define FAM_BACKEND_SIMD_BF16_AVX512_HPP_
 
