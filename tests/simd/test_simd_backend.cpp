@@ -220,11 +220,12 @@ TEST_SUITE("simd") {
     check_type(fam::fp16{}, "fp16");
   }
 
-  // bf16 queries, keys and values take the vdpbf16ps kernels where the ISA has them: pairs of
-  // dims and of keys, probabilities rounded to bf16. Odd tiles (B not a multiple of 32, odd
-  // visible counts), dims that are not a multiple of 32 and every head grouping must keep the
-  // error of a naive bf16 implementation and the bitwise agreement of prefill and streaming.
-  TEST_CASE("bf16 storage: odd tiles, partial dims and head groupings stay exact to the contract") {
+  // bf16 queries, keys and values take the vdpbf16ps kernels where the ISA has them: Q K^T on
+  // dim pairs by default, and P V on key pairs with probabilities rounded to bf16 when the
+  // caller opts in. Odd tiles (B not a multiple of 32, odd visible counts), dims that are not a
+  // multiple of 32 and every head grouping must keep, in both modes, the error of a naive bf16
+  // implementation and the bitwise agreement of prefill and streaming.
+  TEST_CASE("bf16 storage: odd tiles, partial dims and head groupings keep the bf16 error bound") {
     testing::rng rng(testing::base_seed() + 74);
     for (bool round_p : {false, true})
       for (index_t D : {16, 48, 80, 128})
