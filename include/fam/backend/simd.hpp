@@ -215,6 +215,26 @@ inline bool softmax_row(float* s, index_t count, float scale, const float* lane_
   return true;
 }
 
+/// O += P V for a tile of fp32 values (rows v + j * v_stride): per value micro-group, the keys
+/// all its rows see together, then the rest row by row (a key a row does not see is never
+/// multiplied: its value may be non-finite).
+template <class Arch>
+inline void accumulate_tile(index_t nr, const float* const* p, const index_t* count,
+                            float* const* out, index_t kt, const float* v, index_t v_stride,
+                            index_t head_dim) noexcept {
+  constexpr int RV = value_rows<Arch>;
+  for (index_t g0 = 0; g0 < nr; g0 += RV) {
+    const index_t ng = nr - g0 < RV ? nr - g0 : RV;
+    index_t common = kt;
+    for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
+    if (common > 0)
+      accumulate_rows<Arch, RV>(ng, p + g0, 0, common, v, v_stride, out + g0, head_dim);
+    for (index_t r = g0; r < g0 + ng; ++r)
+      if (count[r] > common)
+        accumulate_values<Arch, 1>(p + r, common, count[r], v, v_stride, out + r, head_dim);
+  }
+}
+
 /// The fp32 tiles: K^T and V as fp32 (in place when stored so, else widened), queries widened
 /// per row group, FMA micro-kernels.
 template <class Arch, class TQ, class TK>
@@ -291,27 +311,16 @@ struct fp32_tiles {
   }
   fbatch<Arch> round(const fbatch<Arch>& p) const noexcept { return p; }
   void to_weights(index_t, const float*) noexcept {}
-  /// O += P V: per value micro-group, the keys all its rows see together, then the rest row by
-  /// row (a key a row does not see is never multiplied: its value may be non-finite).
   void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
               index_t kt) const noexcept {
-    constexpr int RV = value_rows<Arch>;
-    for (index_t g0 = 0; g0 < nr; g0 += RV) {
-      const index_t ng = nr - g0 < RV ? nr - g0 : RV;
-      index_t common = kt;
-      for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
-      if (common > 0)
-        accumulate_rows<Arch, RV>(ng, p + g0, 0, common, vtile, v_stride, out + g0, head_dim);
-      for (index_t r = g0; r < g0 + ng; ++r)
-        if (count[r] > common)
-          accumulate_values<Arch, 1>(p + r, common, count[r], vtile, v_stride, out + r, head_dim);
-    }
+    accumulate_tile<Arch>(nr, p, count, out, kt, vtile, v_stride, head_dim);
   }
 };
 
 #if FAM_HAS_AVX512_BF16
-/// The bf16 tiles: K^T and V re-laid as pairs, dot products with vdpbf16ps (see
-/// simd_bf16_avx512.hpp); probabilities rounded to bf16. @pre head_dim % 16 == 0.
+/// The bf16 tiles (see simd_bf16_avx512.hpp): K^T re-laid as dim pairs, Q K^T on vdpbf16ps;
+/// P V in fp32 on widened values, or, with round_probabilities_to_bf16, on vdpbf16ps with V
+/// re-laid as key pairs and P rounded to bf16. @pre head_dim % 16 == 0.
 template <class Arch>
 struct bf16_dot_tiles {
   static constexpr int group_rows = simd::bf16_dot::score_rows;
@@ -350,24 +359,12 @@ struct bf16_dot_tiles {
   void to_weights(index_t r, const float* p) noexcept {
     if (round_p) simd::bf16_dot::to_bf16_row(p, p_bf16 + r * key_tile);
   }
-  /// O += P V over key pairs: pairs all rows of a value micro-group see together, then each
-  /// row's own remaining pairs and, for an odd count, its last key alone.
+  /// O += P V; with rounded P over key pairs: pairs all rows of a value micro-group see
+  /// together, then each row's own remaining pairs and, for an odd count, its last key alone.
   void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
               index_t kt) const noexcept {
-    if (!round_p) {  // fp32 probabilities times widened values, as the fp32 tiles do
-      constexpr int RV = value_rows<Arch>;
-      for (index_t g0 = 0; g0 < nr; g0 += RV) {
-        const index_t ng = nr - g0 < RV ? nr - g0 : RV;
-        index_t common = kt;
-        for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
-        if (common > 0)
-          accumulate_rows<Arch, RV>(ng, p + g0, 0, common, v_buf, head_dim, out + g0, head_dim);
-        for (index_t r = g0; r < g0 + ng; ++r)
-          if (count[r] > common)
-            accumulate_values<Arch, 1>(p + r, common, count[r], v_buf, head_dim, out + r, head_dim);
-      }
-      return;
-    }
+    if (!round_p)  // fp32 probabilities times widened values, as the fp32 tiles do
+      return accumulate_tile<Arch>(nr, p, count, out, kt, v_buf, head_dim, head_dim);
     constexpr int RV = simd::bf16_dot::value_rows;
     const std::uint16_t* p16[group_rows];
     for (index_t r = 0; r < nr; ++r) p16[r] = p_bf16 + r * key_tile;
