@@ -23,6 +23,7 @@
 #include "fam/backend/simd.hpp"
 #endif
 #include "fam/thread_pool.hpp"
+#include "support/shuffled_hook.hpp"
 
 namespace {
 
@@ -30,25 +31,7 @@ using fam::index_t;
 using fam::status;
 using cfg_t = fam::dynamic_config;
 
-/// A parallel-for that runs the items in a shuffled order on `threads` new threads.
-struct shuffled_hook {
-  int threads;
-  std::uint64_t seed;
-  static void run(void* self, index_t n, void (*task)(void*, index_t), void* arg) {
-    auto* h = static_cast<shuffled_hook*>(self);
-    std::vector<index_t> order(static_cast<std::size_t>(n));
-    for (index_t i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
-    std::shuffle(order.begin(), order.end(), std::mt19937_64(h->seed++));
-    std::vector<std::thread> pool;
-    for (int t = 0; t < h->threads; ++t)
-      pool.emplace_back([&order, task, arg, t, h] {
-        for (std::size_t i = std::size_t(t); i < order.size(); i += std::size_t(h->threads))
-          task(arg, order[i]);
-      });
-    for (std::thread& t : pool) t.join();
-  }
-  fam::parallel_hook hook() { return {this, &shuffled_hook::run}; }
-};
+using testing::shuffled_hook;
 
 std::vector<float> values(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 g(seed);
