@@ -4,7 +4,9 @@
 //   (aligned to the span start, so to block boundaries):
 //     the tile, prepared once for every row of the chunk (fp32_tiles: K^T read in place from
 //               the ring, which stores K^T per tile of 32 keys, else packed/widened to fp32;
-//               bf16_dot_tiles: K^T and V re-laid as bf16 pairs for vdpbf16ps);
+//               bf16_dot_tiles: K^T and V re-laid as bf16 pairs for vdpbf16ps); a call of one
+//               row group (decode) reads bf16/fp16 tiles in place and widens or re-lays them
+//               in registers instead, since no other row would reuse a prepared copy;
 //     per micro-group of rows: S = Q K^T (register-blocked), boundary tiles masked per row,
 //               online softmax (running max m, sum l, rescale of the output rows),
 //               O += P V (register-blocked).
@@ -85,10 +87,11 @@ inline constexpr int score_rows = width<Arch> >= 16 ? 12 : 3;
 template <class Arch>
 inline constexpr int value_rows = width<Arch> >= 16 ? 6 : 3;
 
-/// s[r][0, KT) = Q[r] . K^T[:, 0, KT) for R rows; kt holds D rows of KT keys, kt_stride apart.
-/// Each lane accumulates its own sequential FMA chain over d.
-template <class Arch, int R>
-inline void scores(const float* const* q, const float* kt, index_t kt_stride, index_t head_dim,
+/// s[r][0, KT) = Q[r] . K^T[:, 0, KT) for R rows; kt holds D rows of KT keys, kt_stride apart,
+/// as fp32 or as bf16/fp16 widened on load. Each lane accumulates its own sequential FMA chain
+/// over d.
+template <class Arch, int R, class TE>
+inline void scores(const float* const* q, const TE* kt, index_t kt_stride, index_t head_dim,
                    float* s) noexcept {
   using b = fbatch<Arch>;
   constexpr index_t W = width<Arch>, KT = key_tile, V = score_vectors<Arch>;
@@ -97,9 +100,12 @@ inline void scores(const float* const* q, const float* kt, index_t kt_stride, in
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < V; ++c) acc[r][c] = b(0.0f);
     for (index_t d = 0; d < head_dim; ++d) {
-      const float* row = kt + d * kt_stride + k0;
+      const TE* row = kt + d * kt_stride + k0;
       b k[V];
-      for (int c = 0; c < V; ++c) k[c] = b::load_unaligned(row + c * W);
+      for (int c = 0; c < V; ++c) {
+        k[c] = simd::load_float<Arch>(row + c * W);
+        simd::keep_in_register<Arch>(k[c]);  // one load per vector, not one per row
+      }
       for (int r = 0; r < R; ++r) {
         const b qd(q[r][d]);
         for (int c = 0; c < V; ++c) acc[r][c] = xsimd::fma(qd, k[c], acc[r][c]);
@@ -110,10 +116,11 @@ inline void scores(const float* const* q, const float* kt, index_t kt_stride, in
   }
 }
 
-/// out[r][:] += sum_{j in [j0, j1)} p[r][j] * V[j][:] for R rows; per element a sequential FMA
-/// chain over j, so splitting [j0, j1) or regrouping rows changes nothing.
-template <class Arch, int R>
-inline void accumulate_values(const float* const* p, index_t j0, index_t j1, const float* v,
+/// out[r][:] += sum_{j in [j0, j1)} p[r][j] * V[j][:] for R rows (V as fp32, or bf16/fp16
+/// widened on load); per element a sequential FMA chain over j, so splitting [j0, j1) or
+/// regrouping rows changes nothing.
+template <class Arch, int R, class TE>
+inline void accumulate_values(const float* const* p, index_t j0, index_t j1, const TE* v,
                               index_t v_stride, float* const* out, index_t head_dim) noexcept {
   using b = fbatch<Arch>;
   constexpr index_t W = width<Arch>, V = 4;
@@ -124,7 +131,9 @@ inline void accumulate_values(const float* const* p, index_t j0, index_t j1, con
       for (int c = 0; c < V; ++c) acc[r][c] = b::load_unaligned(out[r] + d0 + c * W);
     for (index_t j = j0; j < j1; ++j) {
       b vv[V];
-      for (int c = 0; c < V; ++c) vv[c] = b::load_unaligned(v + j * v_stride + d0 + c * W);
+      // no keep_in_register here: with g++ folding these loads into the FMAs, decode from
+      // DRAM reads 14.5 GB/s instead of 12.5 (and L3-resident tiles 10 % slower)
+      for (int c = 0; c < V; ++c) vv[c] = simd::load_float<Arch>(v + j * v_stride + d0 + c * W);
       for (int r = 0; r < R; ++r) {
         const b pj(p[r][j]);
         for (int c = 0; c < V; ++c) acc[r][c] = xsimd::fma(pj, vv[c], acc[r][c]);
@@ -137,20 +146,21 @@ inline void accumulate_values(const float* const* p, index_t j0, index_t j1, con
     for (int r = 0; r < R; ++r) {
       b acc = b::load_unaligned(out[r] + d0);
       for (index_t j = j0; j < j1; ++j)
-        acc = xsimd::fma(b(p[r][j]), b::load_unaligned(v + j * v_stride + d0), acc);
+        acc = xsimd::fma(b(p[r][j]), simd::load_float<Arch>(v + j * v_stride + d0), acc);
       acc.store_unaligned(out[r] + d0);
     }
   for (; d0 < head_dim; ++d0)  // dims past the last full vector: scalar, same chain per element
     for (int r = 0; r < R; ++r) {
       float acc = out[r][d0];
-      for (index_t j = j0; j < j1; ++j) acc = std::fma(p[r][j], v[j * v_stride + d0], acc);
+      for (index_t j = j0; j < j1; ++j)
+        acc = std::fma(p[r][j], to_float(v[j * v_stride + d0]), acc);
       out[r][d0] = acc;
     }
 }
 
 /// scores<Arch, n> for a run-time row count 1 <= n <= N.
-template <class Arch, int N>
-inline void scores_rows(index_t n, const float* const* q, const float* kt, index_t kt_stride,
+template <class Arch, int N, class TE>
+inline void scores_rows(index_t n, const float* const* q, const TE* kt, index_t kt_stride,
                         index_t head_dim, float* s) noexcept {
   if constexpr (N > 1) {
     if (n < N) return scores_rows<Arch, N - 1>(n, q, kt, kt_stride, head_dim, s);
@@ -159,10 +169,9 @@ inline void scores_rows(index_t n, const float* const* q, const float* kt, index
 }
 
 /// accumulate_values<Arch, n> for a run-time row count 1 <= n <= N.
-template <class Arch, int N>
-inline void accumulate_rows(index_t n, const float* const* p, index_t j0, index_t j1,
-                            const float* v, index_t v_stride, float* const* out,
-                            index_t head_dim) noexcept {
+template <class Arch, int N, class TE>
+inline void accumulate_rows(index_t n, const float* const* p, index_t j0, index_t j1, const TE* v,
+                            index_t v_stride, float* const* out, index_t head_dim) noexcept {
   if constexpr (N > 1) {
     if (n < N) return accumulate_rows<Arch, N - 1>(n, p, j0, j1, v, v_stride, out, head_dim);
   }
@@ -218,9 +227,9 @@ inline bool softmax_row(float* s, index_t count, float scale, const float* lane_
 /// O += P V for a tile of fp32 values (rows v + j * v_stride): per value micro-group, the keys
 /// all its rows see together, then the rest row by row (a key a row does not see is never
 /// multiplied: its value may be non-finite).
-template <class Arch>
+template <class Arch, class TE>
 inline void accumulate_tile(index_t nr, const float* const* p, const index_t* count,
-                            float* const* out, index_t kt, const float* v, index_t v_stride,
+                            float* const* out, index_t kt, const TE* v, index_t v_stride,
                             index_t head_dim) noexcept {
   constexpr int RV = value_rows<Arch>;
   for (index_t g0 = 0; g0 < nr; g0 += RV) {
@@ -236,56 +245,52 @@ inline void accumulate_tile(index_t nr, const float* const* p, const index_t* co
 }
 
 /// The fp32 tiles: K^T and V as fp32 (in place when stored so, else widened), queries widened
-/// per row group, FMA micro-kernels.
+/// per row group, FMA micro-kernels. With `direct` (a call of one row group: decode), bf16/fp16
+/// tiles that can be read in place are widened in registers by the micro-kernels instead of
+/// into buffers: the same values, without writing and re-reading 3x the tile's bytes.
 template <class Arch, class TQ, class TK>
 struct fp32_tiles {
   static constexpr int group_rows = score_rows<Arch>;
   static constexpr index_t DMAX = simd_backend<Arch>::max_head_dim;
   index_t head_dim;
+  bool direct = false;
   alignas(64) float kt_buf[DMAX * key_tile];  // [D][KT] packed K^T tile
   alignas(64) float v_buf[key_tile * DMAX];   // [KT][D] widened values (non-fp32 storage)
   alignas(64) float q_buf[group_rows * DMAX];
-  const float* ktile = nullptr;
-  index_t kt_stride = key_tile;
+  const float* ktile = nullptr;  // the tile as fp32 ...
   const float* vtile = nullptr;
+  const TK* ktile_stored = nullptr;  // ... or, in place in its storage type (not null)
+  const TK* vtile_stored = nullptr;
+  index_t kt_stride = key_tile;
   index_t v_stride = 0;
   const float* q[group_rows];
 
   /// Makes the tile's keys [j0, j0 + kt) usable; returns whether K^T was read in place.
   template <class Span>
   bool load(const Span& span, index_t j0, index_t kt) noexcept {
-    bool in_place = false;
-    ktile = kt_buf;
-    kt_stride = key_tile;
-    if constexpr (std::is_same_v<TK, float>) {
-      if (span.k_tile == key_tile) {  // the ring's tiles: in place, padding keys masked later
-        ktile = span.key(j0);
-        in_place = true;
-      } else if (span.k_tile == 0 && span.k_stride == 1 && kt == key_tile) {
-        ktile = span.k + j0;
-        kt_stride = span.k_dim_stride;
-        in_place = true;
-      }
+    // K^T of the tile in place: a ring tile (padding keys masked later), or a whole tile of
+    // transposed keys
+    const TK* kt_in_place = nullptr;
+    if (span.k_tile == key_tile) {
+      kt_in_place = span.key(j0);
+      kt_stride = key_tile;
+    } else if (span.k_tile == 0 && span.k_stride == 1 && kt == key_tile) {
+      kt_in_place = span.k + j0;
+      kt_stride = span.k_dim_stride;
     }
-    if (!in_place) {
-      for (index_t d = 0; d < head_dim; ++d)
-        for (index_t j = kt; j < key_tile; ++j) kt_buf[d * key_tile + j] = 0.0f;
-      if (span.k_tile == key_tile) {  // a ring tile of another storage type: widen it whole
-        simd::widen(span.key(j0), kt_buf, head_dim * key_tile, Arch{});
-      } else if (span.k_dim_stride != 1) {  // transposed source: read along keys
-        for (index_t d = 0; d < head_dim; ++d)
-          for (index_t j = 0; j < kt; ++j)
-            kt_buf[d * key_tile + j] = to_float(span.key(j0 + j)[d * span.k_dim_stride]);
-      } else {  // row-major source: read along dims
-        for (index_t j = 0; j < kt; ++j) {
-          const TK* key = span.key(j0 + j);
-          for (index_t d = 0; d < head_dim; ++d) kt_buf[d * key_tile + j] = to_float(key[d]);
-        }
-      }
-    }
+    ktile_stored = vtile_stored = nullptr;
     if constexpr (std::is_same_v<TK, float>) {
       vtile = span.v + j0 * span.v_stride;
       v_stride = span.v_stride;
+      if (kt_in_place != nullptr) {
+        ktile = kt_in_place;
+        return true;
+      }
+    } else if (direct && kt_in_place != nullptr) {
+      ktile_stored = kt_in_place;
+      vtile_stored = span.v + j0 * span.v_stride;
+      v_stride = span.v_stride;
+      return true;
     } else {
       if (span.v_stride == head_dim) {  // contiguous rows: widen the tile whole
         simd::widen(span.v + j0 * head_dim, v_buf, kt * head_dim, Arch{});
@@ -296,7 +301,23 @@ struct fp32_tiles {
       vtile = v_buf;
       v_stride = head_dim;
     }
-    return in_place;
+    ktile = kt_buf;
+    kt_stride = key_tile;
+    for (index_t d = 0; d < head_dim; ++d)
+      for (index_t j = kt; j < key_tile; ++j) kt_buf[d * key_tile + j] = 0.0f;
+    if (span.k_tile == key_tile) {  // a ring tile of another storage type: widen it whole
+      simd::widen(span.key(j0), kt_buf, head_dim * key_tile, Arch{});
+    } else if (span.k_dim_stride != 1) {  // transposed source: read along keys
+      for (index_t d = 0; d < head_dim; ++d)
+        for (index_t j = 0; j < kt; ++j)
+          kt_buf[d * key_tile + j] = to_float(span.key(j0 + j)[d * span.k_dim_stride]);
+    } else {  // row-major source: read along dims
+      for (index_t j = 0; j < kt; ++j) {
+        const TK* key = span.key(j0 + j);
+        for (index_t d = 0; d < head_dim; ++d) kt_buf[d * key_tile + j] = to_float(key[d]);
+      }
+    }
+    return false;
   }
   void set_query(int r, const TQ* row) noexcept {
     if constexpr (std::is_same_v<TQ, float>) {
@@ -307,12 +328,16 @@ struct fp32_tiles {
     }
   }
   void scores(index_t nr, float* s) const noexcept {
+    if (ktile_stored != nullptr)
+      return scores_rows<Arch, group_rows>(nr, q, ktile_stored, kt_stride, head_dim, s);
     scores_rows<Arch, group_rows>(nr, q, ktile, kt_stride, head_dim, s);
   }
   fbatch<Arch> round(const fbatch<Arch>& p) const noexcept { return p; }
   void to_weights(index_t, const float*) noexcept {}
   void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
               index_t kt) const noexcept {
+    if (vtile_stored != nullptr)
+      return accumulate_tile<Arch>(nr, p, count, out, kt, vtile_stored, v_stride, head_dim);
     accumulate_tile<Arch>(nr, p, count, out, kt, vtile, v_stride, head_dim);
   }
 };
@@ -320,38 +345,58 @@ struct fp32_tiles {
 #if FAM_HAS_AVX512_BF16
 /// The bf16 tiles (see simd_bf16_avx512.hpp): K^T re-laid as dim pairs, Q K^T on vdpbf16ps;
 /// P V in fp32 on widened values, or, with round_probabilities_to_bf16, on vdpbf16ps with V
-/// re-laid as key pairs and P rounded to bf16. @pre head_dim % 16 == 0.
+/// re-laid as key pairs and P rounded to bf16. With `direct` (decode), tiles that can be read
+/// in place are re-laid and widened in registers instead. @pre head_dim % 16 == 0.
 template <class Arch>
 struct bf16_dot_tiles {
   static constexpr int group_rows = simd::bf16_dot::score_rows;
   static constexpr index_t DMAX = simd_backend<Arch>::max_head_dim;
   index_t head_dim;
+  bool direct = false;   // one row group per call (decode): tiles read in place where they can
+  bool round_p = false;  // simd_backend::round_probabilities_to_bf16
   alignas(64) std::uint16_t k_pairs[DMAX * key_tile];  // [D/2][KT][2]
   alignas(64) std::uint16_t v_pairs[key_tile * DMAX];  // [KT/2][D][2]
   alignas(64) std::uint16_t p_bf16[group_rows * key_tile];
   alignas(64) float v_buf[key_tile * DMAX];  // [KT][D] widened values (fp32 probabilities)
   const std::uint16_t* q[group_rows];
-  bool round_p = false;  // simd_backend::round_probabilities_to_bf16
+  const std::uint16_t* kt_stored = nullptr;  // K^T read in place (rows kt_stride apart), or null
+  index_t kt_stride = key_tile;
+  const bf16* v_stored = nullptr;  // V rows read in place (v_stride apart), or null
+  index_t v_stride = 0;
 
   template <class Span>
   bool load(const Span& span, index_t j0, index_t kt) noexcept {
     const bool ring = span.k_tile == key_tile;
-    simd::bf16_dot::pack_keys([&](index_t j) { return span.key(j0 + j); }, kt, span.k_dim_stride,
-                              ring, head_dim, k_pairs);
-    if (round_p) {
+    kt_stored = nullptr;
+    v_stored = nullptr;
+    if (direct && (ring || (span.k_tile == 0 && span.k_stride == 1 && kt == key_tile))) {
+      kt_stored = reinterpret_cast<const std::uint16_t*>(ring ? span.key(j0) : span.k + j0);
+      kt_stride = ring ? key_tile : span.k_dim_stride;
+    } else {
+      simd::bf16_dot::pack_keys([&](index_t j) { return span.key(j0 + j); }, kt, span.k_dim_stride,
+                                ring, head_dim, k_pairs);
+    }
+    if (direct) {
+      v_stored = span.v + j0 * span.v_stride;
+      v_stride = span.v_stride;
+    } else if (round_p) {
       simd::bf16_dot::pack_values(span.v + j0 * span.v_stride, span.v_stride, kt, head_dim,
                                   v_pairs);
     } else {
       for (index_t j = 0; j < kt; ++j)
         simd::widen(span.v + (j0 + j) * span.v_stride, v_buf + j * head_dim, head_dim, Arch{});
     }
-    return false;
+    return kt_stored != nullptr;
   }
   void set_query(int r, const bf16* row) noexcept {
     q[r] = reinterpret_cast<const std::uint16_t*>(row);
   }
   void scores(index_t nr, float* s) const noexcept {
-    simd::bf16_dot::scores_rows<group_rows>(nr, q, k_pairs, head_dim / 2, s);
+    namespace bd = simd::bf16_dot;
+    if (kt_stored != nullptr)
+      return bd::scores_rows<group_rows>(nr, q, head_dim / 2, s,
+                                         bd::keys_in_place{kt_stored, kt_stride});
+    bd::scores_rows<group_rows>(nr, q, head_dim / 2, s, bd::packed_keys{k_pairs});
   }
   fbatch<Arch> round(const fbatch<Arch>& p) const noexcept {
     return round_p ? simd::bf16_dot::round_to_bf16<Arch>(p) : p;
@@ -359,13 +404,27 @@ struct bf16_dot_tiles {
   void to_weights(index_t r, const float* p) noexcept {
     if (round_p) simd::bf16_dot::to_bf16_row(p, p_bf16 + r * key_tile);
   }
-  /// O += P V; with rounded P over key pairs: pairs all rows of a value micro-group see
-  /// together, then each row's own remaining pairs and, for an odd count, its last key alone.
+  /// O += P V: fp32 P times V widened (in a buffer, or in registers when read in place), or
+  /// rounded P times V pairs on vdpbf16ps.
   void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
               index_t kt) const noexcept {
-    if (!round_p)  // fp32 probabilities times widened values, as the fp32 tiles do
+    if (!round_p) {  // fp32 probabilities times widened values, as the fp32 tiles do
+      if (v_stored != nullptr)
+        return accumulate_tile<Arch>(nr, p, count, out, kt, v_stored, v_stride, head_dim);
       return accumulate_tile<Arch>(nr, p, count, out, kt, v_buf, head_dim, head_dim);
-    constexpr int RV = simd::bf16_dot::value_rows;
+    }
+    if (v_stored != nullptr)
+      return values_with(nr, count, out, kt,
+                         simd::bf16_dot::values_in_place{v_stored, v_stride, kt});
+    values_with(nr, count, out, kt, simd::bf16_dot::packed_values{v_pairs, head_dim});
+  }
+  /// Rounded P V over key pairs: pairs all rows of a value micro-group see together, then each
+  /// row's own remaining pairs and, for an odd count, its last key alone.
+  template <class ValuePair>
+  void values_with(index_t nr, const index_t* count, float* const* out, index_t kt,
+                   ValuePair pairs) const noexcept {
+    namespace bd = simd::bf16_dot;
+    constexpr int RV = bd::value_rows;
     const std::uint16_t* p16[group_rows];
     for (index_t r = 0; r < nr; ++r) p16[r] = p_bf16 + r * key_tile;
     for (index_t g0 = 0; g0 < nr; g0 += RV) {
@@ -374,12 +433,11 @@ struct bf16_dot_tiles {
       for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
       const index_t common_pairs = common / 2;
       if (common_pairs > 0)
-        simd::bf16_dot::values_rows<RV>(ng, p16 + g0, 0, common_pairs, false, v_pairs, head_dim,
-                                        out + g0);
+        bd::values_rows<RV>(ng, p16 + g0, 0, common_pairs, false, head_dim, out + g0, pairs);
       for (index_t r = g0; r < g0 + ng; ++r)
         if (count[r] > 2 * common_pairs)
-          simd::bf16_dot::values<1>(p16 + r, common_pairs, (count[r] + 1) / 2, count[r] % 2 != 0,
-                                    v_pairs, head_dim, out + r);
+          bd::values<1>(p16 + r, common_pairs, (count[r] + 1) / 2, count[r] % 2 != 0, head_dim,
+                        out + r, pairs);
     }
   }
 };
@@ -484,12 +542,14 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
       sd::bf16_dot_tiles<Arch> tiles;
       tiles.head_dim = head_dim;
       tiles.round_p = backend.round_probabilities_to_bf16;
+      tiles.direct = rows.count <= tiles.group_rows;
       return sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
     }
   }
 #endif
   sd::fp32_tiles<Arch, TQ, TK> tiles;
   tiles.head_dim = head_dim;
+  tiles.direct = rows.count <= tiles.group_rows;
   sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
 }
 

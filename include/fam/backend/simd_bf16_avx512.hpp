@@ -8,12 +8,13 @@
 // lane, so both operands come as pairs along the reduced dimension:
 //   scores  S[r][j] += (q[r][2p], q[r][2p+1]) . (K[j][2p], K[j][2p+1])  over dim pairs p
 //   values  O[r][d] += (P[r][2p], P[r][2p+1]) . (V[2p][d], V[2p+1][d])  over key pairs p
-// The K^T tile is re-laid as pairs once per tile (pack_keys). The value kernel needs the
-// probabilities in bf16: the backend uses it only when the caller opts in
-// (simd_backend::round_probabilities_to_bf16); then V is re-laid as pairs (pack_values) and the
-// probabilities are rounded (round_to_bf16) before they are summed and used, so that the
-// normalizer sums exactly the weights that multiply V. Every lane is still one fixed chain of
-// operations, independent of row grouping, chunking, ring placement and threads.
+// The tiles are re-laid as pairs once per tile (pack_keys, pack_values) when many rows share
+// them, or interleaved in registers as the kernels read them (keys_in_place, values_in_place)
+// when one row group does (decode). The value kernel needs the probabilities in bf16: the
+// backend uses it only when the caller opts in (simd_backend::round_probabilities_to_bf16);
+// then the probabilities are rounded (round_to_bf16) before they are summed and used, so that
+// the normalizer sums exactly the weights that multiply V. Every lane is still one fixed chain
+// of operations, independent of row grouping, chunking, ring placement and threads.
 #ifndef FAM_BACKEND_SIMD_BF16_AVX512_HPP_
 #define FAM_BACKEND_SIMD_BF16_AVX512_HPP_
 
@@ -132,16 +133,17 @@ inline void pack_values(const bf16* v, index_t v_stride, index_t kt, index_t hea
   }
 }
 
-/// s[r][0, 32) = Q[r] . K^T for R rows from the packed pairs kp [pairs][32][2]; q[r] is a bf16
-/// row of 2 * pairs elements.
-template <int R>
-inline void scores(const std::uint16_t* const* q, const std::uint16_t* kp, index_t pairs,
-                   float* s) noexcept {
+/// s[r][0, 32) = Q[r] . K^T for R rows; q[r] is a bf16 row of 2 * pairs elements and
+/// key_pair(p, k0, k1) gives the keys' dim pair p as kp[p] would hold it (k0: keys 0-15, k1:
+/// keys 16-31).
+template <int R, class KeyPair>
+inline void scores(const std::uint16_t* const* q, index_t pairs, float* s,
+                   KeyPair key_pair) noexcept {
   __m512 acc[R][2];
   for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (index_t p = 0; p < pairs; ++p) {
-    const __m512i k0 = _mm512_load_si512(kp + p * 2 * tile);
-    const __m512i k1 = _mm512_load_si512(kp + p * 2 * tile + tile);
+    __m512i k0, k1;
+    key_pair(p, k0, k1);
     for (int r = 0; r < R; ++r) {
       const __m512i qq = _mm512_set1_epi32(static_cast<int>(detail::pair_at(q[r], p)));
       acc[r][0] = detail::dot(acc[r][0], qq, k0);
@@ -154,13 +156,36 @@ inline void scores(const std::uint16_t* const* q, const std::uint16_t* kp, index
   }
 }
 
+/// Dim pairs from the packed tile kp [pairs][32][2] (pack_keys).
+struct packed_keys {
+  const std::uint16_t* kp;
+  void operator()(index_t p, __m512i& k0, __m512i& k1) const noexcept {
+    k0 = _mm512_load_si512(kp + p * 2 * tile);
+    k1 = _mm512_load_si512(kp + p * 2 * tile + tile);
+  }
+};
+
+/// Dim pairs interleaved in registers from a K^T tile read in place: rows of 32 keys, one per
+/// dim, row_stride elements apart (a ring tile, or a whole tile of transposed keys). The same
+/// pairs as packed_keys of that tile, without the round trip through memory: decode, where a
+/// tile serves one row group only.
+struct keys_in_place {
+  const std::uint16_t* kt;
+  index_t row_stride;
+  void operator()(index_t p, __m512i& k0, __m512i& k1) const noexcept {
+    detail::interleave(_mm512_loadu_si512(kt + 2 * p * row_stride),
+                       _mm512_loadu_si512(kt + (2 * p + 1) * row_stride), k0, k1);
+  }
+};
+
 /// out[r][:] += sum over key pairs p in [p0, p1) of (P[r][2p], P[r][2p+1]) . V pair p, for R
-/// rows; p16[r] holds the row's bf16 probabilities, vp the packed value pairs.
+/// rows; p16[r] holds the row's bf16 probabilities, value_pair(p, d) the pairs of dims
+/// [d, d + 16) of key pair p as pack_values lays them out.
 /// With odd_last, the pair p1 - 1 holds one key only: its partner is masked out (a value the row
 /// does not see may be non-finite). @pre head_dim % 16 == 0.
-template <int R>
+template <int R, class ValuePair>
 inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool odd_last,
-                   const std::uint16_t* vp, index_t head_dim, float* const* out) noexcept {
+                   index_t head_dim, float* const* out, ValuePair value_pair) noexcept {
   const __m512i even_keys = _mm512_set1_epi32(0xffff);
   auto run = [&](auto vectors, index_t d0) {
     constexpr int V = decltype(vectors)::value;
@@ -170,7 +195,7 @@ inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool
     for (index_t p = p0; p < p1; ++p) {
       __m512i vv[V];
       for (int c = 0; c < V; ++c) {
-        vv[c] = _mm512_loadu_si512(vp + p * 2 * head_dim + 2 * (d0 + 16 * c));
+        vv[c] = value_pair(p, d0 + 16 * c);
         if (odd_last && p + 1 == p1) vv[c] = _mm512_and_si512(vv[c], even_keys);
       }
       for (int r = 0; r < R; ++r) {
@@ -186,23 +211,50 @@ inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool
   for (; d0 < head_dim; d0 += 16) run(std::integral_constant<int, 1>{}, d0);
 }
 
+/// Value pairs from the packed tile vp [KT/2][D][2] (pack_values).
+struct packed_values {
+  const std::uint16_t* vp;
+  index_t head_dim;
+  __m512i operator()(index_t p, index_t d) const noexcept {
+    return _mm512_loadu_si512(vp + p * 2 * head_dim + 2 * d);
+  }
+};
+
+/// Value pairs interleaved in registers from the value rows [0, kt) read in place (row j at
+/// v + j * v_stride): what pack_values would store, partner of an odd last key zero (that row
+/// is never read).
+struct values_in_place {
+  const bf16* v;
+  index_t v_stride, kt;
+  __m512i operator()(index_t p, index_t d) const noexcept {
+    const auto row = [&](index_t j) {
+      return _mm512_castsi256_si512(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * v_stride + d)));
+    };
+    const __m512i a = row(2 * p), b = 2 * p + 1 < kt ? row(2 * p + 1) : _mm512_setzero_si512();
+    __m512i lo, hi;
+    detail::interleave(a, b, lo, hi);
+    return lo;
+  }
+};
+
 /// scores<n> / values<n> for a run-time row count 1 <= n <= N.
-template <int N>
-inline void scores_rows(index_t n, const std::uint16_t* const* q, const std::uint16_t* kp,
-                        index_t pairs, float* s) noexcept {
+template <int N, class KeyPair>
+inline void scores_rows(index_t n, const std::uint16_t* const* q, index_t pairs, float* s,
+                        KeyPair key_pair) noexcept {
   if constexpr (N > 1) {
-    if (n < N) return scores_rows<N - 1>(n, q, kp, pairs, s);
+    if (n < N) return scores_rows<N - 1>(n, q, pairs, s, key_pair);
   }
-  scores<N>(q, kp, pairs, s);
+  scores<N>(q, pairs, s, key_pair);
 }
-template <int N>
+template <int N, class ValuePair>
 inline void values_rows(index_t n, const std::uint16_t* const* p16, index_t p0, index_t p1,
-                        bool odd_last, const std::uint16_t* vp, index_t head_dim,
-                        float* const* out) noexcept {
+                        bool odd_last, index_t head_dim, float* const* out,
+                        ValuePair value_pair) noexcept {
   if constexpr (N > 1) {
-    if (n < N) return values_rows<N - 1>(n, p16, p0, p1, odd_last, vp, head_dim, out);
+    if (n < N) return values_rows<N - 1>(n, p16, p0, p1, odd_last, head_dim, out, value_pair);
   }
-  values<N>(p16, p0, p1, odd_last, vp, head_dim, out);
+  values<N>(p16, p0, p1, odd_last, head_dim, out, value_pair);
 }
 #else
 template <class Arch>

@@ -76,6 +76,50 @@ inline void widen(const fp16* src, float* dst, index_t n, Arch) noexcept {
   for (; i < n; ++i) dst[i] = to_float(src[i]);
 }
 
+/// One batch of floats from the next fbatch<Arch>::size elements at p, widened exactly: what
+/// widen() followed by a load gives, without the buffer. Micro-kernels that read a bf16 or
+/// fp16 tile in place (decode: one row group per tile) use it.
+template <class Arch>
+inline xsimd::batch<float, Arch> load_float(const float* p) noexcept {
+  return xsimd::batch<float, Arch>::load_unaligned(p);
+}
+
+template <class Arch>
+inline xsimd::batch<float, Arch> load_float(const bf16* p) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+#endif
+#if defined(__AVX2__)
+  if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+#endif
+  alignas(64) float lanes[xsimd::batch<float, Arch>::size];
+  widen(p, lanes, static_cast<index_t>(xsimd::batch<float, Arch>::size), Arch{});
+  return xsimd::batch<float, Arch>::load_aligned(lanes);
+}
+
+template <class Arch>
+inline xsimd::batch<float, Arch> load_float(const fp16* p) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+#endif
+#if defined(__F16C__)
+  if constexpr (std::is_base_of_v<xsimd::avx, Arch>) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+#endif
+  alignas(64) float lanes[xsimd::batch<float, Arch>::size];
+  widen(p, lanes, static_cast<index_t>(xsimd::batch<float, Arch>::size), Arch{});
+  return xsimd::batch<float, Arch>::load_aligned(lanes);
+}
+
 }  // namespace simd
 FAM_NAMESPACE_END
 

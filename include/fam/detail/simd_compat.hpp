@@ -45,6 +45,21 @@ inline float reduce_max(const fbatch<Arch>& x) noexcept {
   return m;
 }
 
+/// Keeps x in a register from here on: an empty asm that claims to modify it. g++ otherwise
+/// folds the load that produced x back into every FMA that uses it, so a micro-kernel with
+/// few rows (decode) issues rows x vectors loads per step instead of vectors, and waits on the
+/// load ports rather than on the FMA units. Changes no value.
+template <class Arch>
+inline void keep_in_register(fbatch<Arch>& x) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  typename fbatch<Arch>::register_type r = x;
+  asm("" : "+v"(r));
+  x = r;
+#else
+  (void)x;
+#endif
+}
+
 }  // namespace simd
 FAM_NAMESPACE_END
 
