@@ -26,6 +26,7 @@
 #include "fam/backend/simd.hpp"
 #include "fam/fam.hpp"
 #include "fam/thread_pool.hpp"
+#include "fam_bench_commit.h"  // FAM_BENCH_COMMIT, written at build time
 
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
