@@ -22,6 +22,12 @@ inline constexpr int dynamic = -1;
 /// block of B keys takes ceil(B / ring_key_tile) whole tiles, which validate() bounds too.
 inline constexpr index_t ring_key_tile = 32;
 
+/// Most tokens a stream may hold (attend() refuses a chunk past it, restore_state() a blob
+/// above it), and the largest |position_offset| validate() accepts: together they keep every
+/// position (token and FAM rows, SPEC §1 and §4) inside int64, since 2^61 + 2^62 < 2^63.
+inline constexpr index_t max_tokens = std::numeric_limits<index_t>::max() / 4;  // 2^61 - 1
+inline constexpr index_t max_position_offset = index_t(1) << 62;
+
 /// Shape of one attention layer.
 /// @tparam HeadDim     D, the head dimension (>= 1), or fam::dynamic
 /// @tparam BlockSize   B, tokens per block (>= 1), or fam::dynamic
@@ -86,7 +92,8 @@ class attention_config {
 
   index_t heads = 1;            ///< H, query heads
   index_t kv_heads = 1;         ///< Hkv, key/value heads; query head h reads kv head h/(H/Hkv)
-  index_t position_offset = 0;  ///< token n has position n + position_offset (never moves blocks)
+  index_t position_offset = 0;  ///< token n has position n + position_offset (never moves
+                                ///< blocks); |offset| <= max_position_offset
   index_t phi_dim = 0;          ///< width of the FAM activations Φ a state keeps (0: not kept)
 
   /// invalid_argument for any value outside SPEC §1, too_large when the ring or the
@@ -103,6 +110,8 @@ class attention_config {
               status::too_large);
     FAM_CHECK(heads >= 1 && kv_heads >= 1 && heads % kv_heads == 0, status::invalid_argument);
     FAM_CHECK(phi_dim >= 0, status::invalid_argument);
+    FAM_CHECK(position_offset >= -max_position_offset && position_offset <= max_position_offset,
+              status::too_large);  // positions must stay inside int64 (max_tokens above)
     FAM_CHECK(!has_scale_ || (std::isfinite(scale_) && scale_ > 0.0), status::invalid_argument);
     // Every buffer size must fit in an index_t (with headroom for byte counts): the ring
     // [Hkv, (M+1)*B, D], the FAM projections [H, F, D] and Φ [F, phi_dim]. Checked by division,

@@ -161,8 +161,7 @@ template <class Config, class KV>
   const bool has_fam = h.fam_len > 0;
   const bool at_boundary = h.tokens % h.block_size == 0;
   // tokens: non-negative, and far enough from the top that positions cannot overflow
-  FAM_CHECK(h.tokens >= 0 && h.tokens <= std::numeric_limits<std::int64_t>::max() / 4 &&
-                h.fresh <= 1u && h.phase <= 2u,
+  FAM_CHECK(h.tokens >= 0 && h.tokens <= max_tokens && h.fresh <= 1u && h.phase <= 2u,
             status::corrupt_state);
   const auto phase = static_cast<fam_phase>(h.phase);
   FAM_CHECK(phase != fam_phase::none || (has_fam && h.tokens == 0), status::corrupt_state);

@@ -41,6 +41,7 @@ struct state_access {
     FAM_TRY(check_view(out, L, H, D));
     FAM_TRY(check_lse(lse, L, H));
     if (L == 0) return status::ok;  // an empty call is valid in every phase (SPEC §1)
+    FAM_CHECK(L <= max_tokens - st.n_, status::too_large);  // positions stay inside int64
     FAM_CHECK(st.phase_ != fam_phase::none, status::fam_not_installed);
     FAM_CHECK(st.phase_ != fam_phase::pending, status::fam_update_pending);
     // With FAM, a chunk may only run past the end of the block if the caller can learn where
@@ -208,7 +209,8 @@ using plain_t = std::remove_const_t<T>;
 ///        the token that completes a block (phase() becomes pending); pass nullptr to require
 ///        that the chunk does not cross the end of the block (else invalid_argument).
 /// @return ok; not_initialized; fam_not_installed (F > 0, no begin_fam yet);
-///         fam_update_pending (update_fam first); shape_mismatch, invalid_layout, null_pointer.
+///         fam_update_pending (update_fam first); shape_mismatch, invalid_layout, null_pointer;
+///         too_large for a chunk that would take the stream past max_tokens.
 ///         On error nothing is written and the state is unchanged.
 template <class Config, class KV, class TQ, class TK, class TV, class Backend = FAM_DEFAULT_BACKEND>
 [[nodiscard]] status attend(layer_state<Config, KV>& st, tensor_view<TQ> q, tensor_view<TK> k,

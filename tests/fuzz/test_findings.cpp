@@ -148,24 +148,32 @@ TEST_SUITE("findings") {
   }
 
   TEST_CASE(
-      "known issue - token_position and fam_position overflow for a position_offset "
-      "near INT64_MAX" *
-      doctest::skip(true)) {
-    // Found while writing the index-width tests: validate() accepts any position_offset, and
+      "regression - a position_offset outside +-2^62 is too_large, and positions at the limit "
+      "stay inside int64") {
+    // Found while writing the index-width tests: validate() accepted any position_offset, and
     // layer_state::token_position() (n + i + offset) and fam_position() (t B - F + r + offset)
-    // then overflow int64 (undefined behaviour; UBSan aborts). The library never calls them
-    // itself. A fix needs a documented range for position_offset (e.g. |offset| <= 2^62 in
-    // validate(), with tokens kept below 2^61), which changes the contract: see
-    // docs/bad-inputs.md.
-    cfg_t c(2, 4, 1, 0);
-    c.position_offset = std::numeric_limits<index_t>::max();
-    REQUIRE(c.validate() == status::ok);
-    fam::layer_state<cfg_t> st;
-    REQUIRE(st.init(c) == status::ok);
-    const float x[2] = {1.0f, 2.0f};
-    float out[2];
-    const auto v = fam::make_view(x, 1, 1, 2);
-    REQUIRE(fam::attend(st, v, v, v, fam::make_view(out, 1, 1, 2)) == status::ok);
-    CHECK(st.token_position(0) > 0);  // overflows today
+    // then overflowed int64 (undefined behaviour; UBSan aborted). validate() now bounds
+    // |offset| by max_position_offset = 2^62 and the stream stays below max_tokens = 2^61 - 1
+    // (attend() and restore_state() refuse more), so every position fits.
+    const index_t kMax = std::numeric_limits<index_t>::max();
+    for (index_t offset : {kMax, std::numeric_limits<index_t>::min(), fam::max_position_offset + 1,
+                           -fam::max_position_offset - 1}) {
+      CAPTURE(offset);
+      cfg_t c(2, 4, 1, 2);
+      c.position_offset = offset;
+      CHECK(c.validate() == status::too_large);
+      fam::layer_state<cfg_t> st;
+      CHECK(st.init(c) == status::too_large);
+    }
+    for (index_t offset : {fam::max_position_offset, -fam::max_position_offset}) {
+      CAPTURE(offset);
+      cfg_t c(2, 4, 1, 2);  // F = 2: the FAM rows sit before the block's first token
+      c.position_offset = offset;
+      REQUIRE(c.validate() == status::ok);
+      fam::layer_state<cfg_t> st;
+      REQUIRE(st.init(c) == status::ok);
+      CHECK(st.token_position(0) == offset);
+      CHECK(st.fam_position(0) == offset - 2);
+    }
   }
 }

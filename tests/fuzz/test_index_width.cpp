@@ -6,12 +6,14 @@
 // allocated reports out_of_memory instead of taking the machine's memory.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <new>
 #include <string>
@@ -236,7 +238,8 @@ TEST_SUITE("index_width") {
   }
 
   TEST_CASE("a blob's token count at the limit restores and its positions stay in range") {
-    const cfg_t c = make(2, 4, 1, 0, 1, 1);
+    cfg_t c = make(2, 4, 1, 0, 1, 1);
+    c.position_offset = fam::max_position_offset;  // the largest positions a state can have
     fam::layer_state<cfg_t> st;
     REQUIRE(st.init(c) == status::ok);
     std::vector<unsigned char> blob(fam::serialized_size(st));
@@ -250,17 +253,28 @@ TEST_SUITE("index_width") {
       std::memcpy(b.data() + b.size() - 8, &h, 8);
       return b;
     };
+    static_assert(fam::max_tokens == kMax / 4, "the blob limit below");
     const std::int64_t top = kMax / 4 - kMax / 4 % 4;  // a block boundary near the limit
     std::vector<unsigned char> ok = with_tokens(top), past = with_tokens(kMax / 4 + 1);
     CHECK(fam::restore_state(st, past.data(), past.size()) == status::corrupt_state);
     REQUIRE(fam::restore_state(st, ok.data(), ok.size()) == status::ok);
     CHECK(st.tokens() == top);
-    CHECK(st.token_position(0) == top);
+    CHECK(st.token_position(0) == top + fam::max_position_offset);
     float x[8] = {0.5f, -0.5f, 0.25f, 1.0f, 0.5f, 0.5f, -1.0f, 2.0f}, out[8];
     const auto v = fam::make_view<const float>(x, 4, 1, 2);
-    REQUIRE(fam::attend(st, v, v, v, fam::make_view(out, 4, 1, 2)) == status::ok);
-    CHECK(st.tokens() == top + 4);
-    for (float o : out) CHECK(o == o);
+    // room for 3 more tokens: a chunk of 4 would pass max_tokens, refused with nothing written
+    std::fill(std::begin(out), std::end(out), -7.0f);
+    CHECK(fam::attend(st, v, v, v, fam::make_view(out, 4, 1, 2)) == status::too_large);
+    CHECK(st.tokens() == top);
+    for (float o : out) CHECK(o == -7.0f);
+    REQUIRE(fam::attend(st, v.rows_from(0, 3), v.rows_from(0, 3), v.rows_from(0, 3),
+                        fam::make_view(out, 3, 1, 2)) == status::ok);
+    CHECK(st.tokens() == fam::max_tokens);
+    CHECK(st.token_position(0) == fam::max_tokens + fam::max_position_offset);
+    for (int i = 0; i < 6; ++i) CHECK(out[i] == out[i]);
+    CHECK(fam::attend(st, v.rows_from(0, 1), v.rows_from(0, 1), v.rows_from(0, 1),
+                      fam::make_view(out, 1, 1, 2)) == status::too_large);
+    CHECK(st.tokens() == fam::max_tokens);
   }
 
   TEST_CASE("the npy reader refuses shapes whose element count overflows") {

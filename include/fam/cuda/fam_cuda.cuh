@@ -708,6 +708,7 @@ status attend(device_state<Config, T>& st, tensor_view<const detail::same_t<T>> 
     if (consumed != nullptr) *consumed = 0;
     return status::ok;
   }
+  FAM_CHECK(L <= max_tokens - st.tokens(), status::too_large);  // positions stay inside int64
   FAM_CHECK(st.phase() != fam_phase::none, status::fam_not_installed);
   FAM_CHECK(st.phase() != fam_phase::pending, status::fam_update_pending);
   FAM_CHECK(consumed != nullptr || F == 0 || L <= B - st.block_offset(), status::invalid_argument);
