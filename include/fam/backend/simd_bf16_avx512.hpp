@@ -59,10 +59,15 @@ inline __m512 dot(__m512 acc, __m512i a, __m512i b) noexcept {
   return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
 }
 /// Interleave the 16-bit elements of a and b: lo = a0 b0 a1 b1 ... a15 b15, hi = a16 b16 ...
+inline __m512i interleave_index_lo() noexcept {
+  return _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38,
+                          6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+}
+inline __m512i interleave_lo(__m512i a, __m512i b) noexcept {
+  return _mm512_permutex2var_epi16(a, interleave_index_lo(), b);
+}
 inline void interleave(__m512i a, __m512i b, __m512i& lo, __m512i& hi) noexcept {
-  const __m512i idx_lo =
-      _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6,
-                       37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+  const __m512i idx_lo = interleave_index_lo();
   const __m512i idx_hi = _mm512_add_epi16(idx_lo, _mm512_set1_epi16(16));
   lo = _mm512_permutex2var_epi16(a, idx_lo, b);
   hi = _mm512_permutex2var_epi16(a, idx_hi, b);
@@ -232,9 +237,7 @@ struct values_in_place {
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * v_stride + d)));
     };
     const __m512i a = row(2 * p), b = 2 * p + 1 < kt ? row(2 * p + 1) : _mm512_setzero_si512();
-    __m512i lo, hi;
-    detail::interleave(a, b, lo, hi);
-    return lo;
+    return detail::interleave_lo(a, b);
   }
 };
 
