@@ -59,14 +59,14 @@ inline __m512 dot(__m512 acc, __m512i a, __m512i b) noexcept {
   return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
 }
 /// Interleave the 16-bit elements of a and b: lo = a0 b0 a1 b1 ... a15 b15, hi = a16 b16 ...
-inline __m512i interleave_index_lo() noexcept {
+FAM_ALWAYS_INLINE __m512i interleave_index_lo() noexcept {
   return _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38,
                           6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
 }
-inline __m512i interleave_lo(__m512i a, __m512i b) noexcept {
+FAM_ALWAYS_INLINE __m512i interleave_lo(__m512i a, __m512i b) noexcept {
   return _mm512_permutex2var_epi16(a, interleave_index_lo(), b);
 }
-inline void interleave(__m512i a, __m512i b, __m512i& lo, __m512i& hi) noexcept {
+FAM_ALWAYS_INLINE void interleave(__m512i a, __m512i b, __m512i& lo, __m512i& hi) noexcept {
   const __m512i idx_lo = interleave_index_lo();
   const __m512i idx_hi = _mm512_add_epi16(idx_lo, _mm512_set1_epi16(16));
   lo = _mm512_permutex2var_epi16(a, idx_lo, b);
@@ -164,7 +164,7 @@ inline void scores(const std::uint16_t* const* q, index_t pairs, float* s,
 /// Dim pairs from the packed tile kp [pairs][32][2] (pack_keys).
 struct packed_keys {
   const std::uint16_t* kp;
-  void operator()(index_t p, __m512i& k0, __m512i& k1) const noexcept {
+  FAM_ALWAYS_INLINE void operator()(index_t p, __m512i& k0, __m512i& k1) const noexcept {
     k0 = _mm512_load_si512(kp + p * 2 * tile);
     k1 = _mm512_load_si512(kp + p * 2 * tile + tile);
   }
@@ -177,7 +177,7 @@ struct packed_keys {
 struct keys_in_place {
   const std::uint16_t* kt;
   index_t row_stride;
-  void operator()(index_t p, __m512i& k0, __m512i& k1) const noexcept {
+  FAM_ALWAYS_INLINE void operator()(index_t p, __m512i& k0, __m512i& k1) const noexcept {
     detail::interleave(_mm512_loadu_si512(kt + 2 * p * row_stride),
                        _mm512_loadu_si512(kt + (2 * p + 1) * row_stride), k0, k1);
   }
@@ -220,7 +220,7 @@ inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool
 struct packed_values {
   const std::uint16_t* vp;
   index_t head_dim;
-  __m512i operator()(index_t p, index_t d) const noexcept {
+  FAM_ALWAYS_INLINE __m512i operator()(index_t p, index_t d) const noexcept {
     return _mm512_loadu_si512(vp + p * 2 * head_dim + 2 * d);
   }
 };
@@ -231,7 +231,7 @@ struct packed_values {
 struct values_in_place {
   const bf16* v;
   index_t v_stride, kt;
-  __m512i operator()(index_t p, index_t d) const noexcept {
+  FAM_ALWAYS_INLINE __m512i operator()(index_t p, index_t d) const noexcept {
     const auto row = [&](index_t j) {
       return _mm512_castsi256_si512(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + j * v_stride + d)));

@@ -13,6 +13,14 @@
 #define FAM_HOST_DEVICE
 #endif
 
+// For the small element loaders that micro-kernels call per vector: g++ may otherwise leave
+// them out of line inside a large kernel, a call per vector.
+#if defined(__GNUC__)
+#define FAM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define FAM_ALWAYS_INLINE inline
+#endif
+
 // Internal invariants (never input validation: bad input gets a status code).
 // Override by defining FAM_ASSERT before including any fam header; the tests make it throw.
 #ifndef FAM_ASSERT
