@@ -244,6 +244,23 @@ inline void accumulate_tile(index_t nr, const float* const* p, const index_t* co
   }
 }
 
+/// K^T of the tile of keys [j0, j0 + kt) where it can be read in place: a ring tile (padding
+/// keys masked later) or a whole tile of transposed keys; null otherwise. Sets the distance
+/// between its dim rows.
+template <class Span>
+inline auto key_tile_in_place(const Span& span, index_t j0, index_t kt,
+                              index_t& dim_stride) noexcept -> decltype(span.k) {
+  if (span.k_tile == key_tile) {
+    dim_stride = key_tile;
+    return span.key(j0);
+  }
+  if (span.k_tile == 0 && span.k_stride == 1 && kt == key_tile) {
+    dim_stride = span.k_dim_stride;
+    return span.k + j0;
+  }
+  return nullptr;
+}
+
 /// The fp32 tiles: K^T and V as fp32 (in place when stored so, else widened), queries widened
 /// per row group, FMA micro-kernels. With `direct` (a call of one row group: decode), bf16/fp16
 /// tiles that can be read in place are widened in registers by the micro-kernels instead of
@@ -268,16 +285,7 @@ struct fp32_tiles {
   /// Makes the tile's keys [j0, j0 + kt) usable; returns whether K^T was read in place.
   template <class Span>
   bool load(const Span& span, index_t j0, index_t kt) noexcept {
-    // K^T of the tile in place: a ring tile (padding keys masked later), or a whole tile of
-    // transposed keys
-    const TK* kt_in_place = nullptr;
-    if (span.k_tile == key_tile) {
-      kt_in_place = span.key(j0);
-      kt_stride = key_tile;
-    } else if (span.k_tile == 0 && span.k_stride == 1 && kt == key_tile) {
-      kt_in_place = span.k + j0;
-      kt_stride = span.k_dim_stride;
-    }
+    const TK* kt_in_place = key_tile_in_place(span, j0, kt, kt_stride);
     ktile_stored = vtile_stored = nullptr;
     if constexpr (std::is_same_v<TK, float>) {
       vtile = span.v + j0 * span.v_stride;
@@ -366,16 +374,12 @@ struct bf16_dot_tiles {
 
   template <class Span>
   bool load(const Span& span, index_t j0, index_t kt) noexcept {
-    const bool ring = span.k_tile == key_tile;
-    kt_stored = nullptr;
     v_stored = nullptr;
-    if (direct && (ring || (span.k_tile == 0 && span.k_stride == 1 && kt == key_tile))) {
-      kt_stored = reinterpret_cast<const std::uint16_t*>(ring ? span.key(j0) : span.k + j0);
-      kt_stride = ring ? key_tile : span.k_dim_stride;
-    } else {
+    const bf16* kt_in_place = direct ? key_tile_in_place(span, j0, kt, kt_stride) : nullptr;
+    kt_stored = reinterpret_cast<const std::uint16_t*>(kt_in_place);
+    if (kt_in_place == nullptr)
       simd::bf16_dot::pack_keys([&](index_t j) { return span.key(j0 + j); }, kt, span.k_dim_stride,
-                                ring, head_dim, k_pairs);
-    }
+                                span.k_tile == key_tile, head_dim, k_pairs);
     if (direct) {
       v_stored = span.v + j0 * span.v_stride;
       v_stride = span.v_stride;
@@ -457,6 +461,7 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail
   const float neg_inf = -INFINITY;
   const index_t n_spans = spans.size();
   const bool one_group = rows.count <= RQ;  // (decode): queries prepared once per call
+  tiles.direct = one_group;                 // and tiles read in place where they can be
 
   for (index_t c0 = 0; c0 < rows.count; c0 += RC) {
     const index_t c1 = rows.count - c0 < RC ? rows.count : c0 + RC;
@@ -542,14 +547,12 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
       sd::bf16_dot_tiles<Arch> tiles;
       tiles.head_dim = head_dim;
       tiles.round_p = backend.round_probabilities_to_bf16;
-      tiles.direct = rows.count <= tiles.group_rows;
       return sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
     }
   }
 #endif
   sd::fp32_tiles<Arch, TQ, TK> tiles;
   tiles.head_dim = head_dim;
-  tiles.direct = rows.count <= tiles.group_rows;
   sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
 }
 
