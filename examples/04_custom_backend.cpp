@@ -1,9 +1,12 @@
 // 04 custom backend: plug your own kernel under the library's algorithm.
 //
 // The algorithm (masks, rings, FAM spans) is written once; for every group of query rows it
-// calls kernel::attend_rows(rows, spans, tail, D, scale, backend) and overload resolution on
+// calls kernel::attend_rows(rows, spans, mask, D, scale, backend) and overload resolution on
 // the backend's tag type picks the kernel. A backend derives from an existing tag, so whatever
-// it does not overload falls back to its base. Two here:
+// it does not overload falls back to its base. The mask's causal edge on the last span is all
+// these kernels read: a sliding window's moving lower edge is handed only to backends that
+// declare kernel::reads_window_edge<their tag> = true, the others get such rows one by one.
+// Two here:
 //
 //   counting_backend  the reference kernel, plus a tally of the (query, key) pairs it visits
 //   float_backend     the same online softmax accumulated in float instead of double
@@ -45,26 +48,26 @@ namespace kernel {
 
 /// Counts, then runs the reference kernel (the base tag's overload) unchanged.
 template <class TQ, class Spans>
-void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+void attend_rows(const query_rows<TQ>& rows, const Spans& spans, row_mask mask, index_t head_dim,
                  double scale, const counting_backend& b) noexcept {
   b.counts->calls += 1;
   b.counts->rows += rows.count;
   for (index_t i = 0; i < rows.count; ++i)
     for (index_t s = 0; s < spans.size(); ++s)  // the last span is the causally masked one
-      b.counts->pairs += s + 1 == spans.size() ? tail.visible(i, spans[s].count) : spans[s].count;
-  attend_rows(rows, spans, tail, head_dim, scale, static_cast<const reference_backend&>(b));
+      b.counts->pairs += s + 1 == spans.size() ? mask.visible(i, spans[s].count) : spans[s].count;
+  attend_rows(rows, spans, mask, head_dim, scale, static_cast<const reference_backend&>(b));
 }
 
 /// Online softmax in float, one key at a time: m = running max, l = running sum, acc = Σ p·v.
 template <class TQ, class Spans>
-void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+void attend_rows(const query_rows<TQ>& rows, const Spans& spans, row_mask mask, index_t head_dim,
                  double scale, const float_backend&) noexcept {
   for (index_t i = 0; i < rows.count; ++i) {
     const TQ* q = rows.q + i * rows.q_stride;  // [D]
     float m = -INFINITY, l = 0.0f, acc[float_backend::max_head_dim] = {};
     for (index_t s = 0; s < spans.size(); ++s) {
       const auto span = spans[s];
-      const index_t count = s + 1 == spans.size() ? tail.visible(i, span.count) : span.count;
+      const index_t count = s + 1 == spans.size() ? mask.visible(i, span.count) : span.count;
       for (index_t j = 0; j < count; ++j) {
         // key j, element d: span.k[j*k_stride + d*k_dim_stride] (the ring stores K transposed)
         float logit = 0.0f;

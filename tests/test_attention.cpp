@@ -239,6 +239,42 @@ TEST_SUITE("attention") {
     }
   }
 
+  // Rows of a sliding window are handed to the kernel many at a time, each hiding one more key
+  // of the first span than the row before (the window's lower edge), as long as those edges
+  // stay in one key granule of 256: windows on, next to and across granule and tile edges.
+  TEST_CASE("sliding windows whose lower edges cross key granules match the oracle") {
+    testing::rng rng(testing::base_seed() + 7);
+    const index_t L = 1100;
+    const problem p = random_problem(rng, L, 4, 2, 12);
+    const fam::attention_config<> cfg = config_for(p);
+    for (index_t W : {1, 2, 31, 32, 33, 255, 256, 257, 300, 700, 1099, 1100}) {
+      INFO("W=", W);
+      const result got = run(p, mask_spec::sliding_window(W), cfg);
+      const oracle::attn_result want = run_oracle(p, mask_spec::sliding_window(W), cfg.scale());
+      CHECK(testing::close_to_oracle(got.out, want.out, testing::max_abs(p.v)));
+      CHECK(testing::close_to_oracle(got.lse, want.lse, 0.0, 1e-5 * (1.0 + L)));
+    }
+  }
+
+  TEST_CASE("a NaN value below a row's window edge leaves the row finite") {
+    // rows that share their spans share the keys in memory, but a row never multiplies a value
+    // below its own window's lower edge: 0 * NaN would poison it
+    testing::rng rng(testing::base_seed() + 8);
+    const index_t L = 700, D = 4;
+    for (index_t W : {3, 40, 256, 300})
+      for (index_t bad : {0, 17, 255, 256, 300}) {
+        problem p = random_problem(rng, L, 1, 1, D);
+        p.v[std::size_t(bad * D + 1)] = std::nanf("");
+        const result r = run(p, mask_spec::sliding_window(W), config_for(p));
+        for (index_t n = 0; n < L; ++n) {
+          const bool sees = n >= bad && n - W < bad;
+          INFO("W=", W, " NaN value at key ", bad, ", row ", n);
+          CHECK(std::isnan(r.out[std::size_t(n * D + 1)]) == sees);
+          CHECK(std::isfinite(r.out[std::size_t(n * D)]));
+        }
+      }
+  }
+
   TEST_CASE("fused FAM block matches the oracle and F 0 equals BSWA bitwise") {
     testing::rng rng(testing::base_seed() + 7);
     MESSAGE("seed ", testing::base_seed() + 7);

@@ -42,7 +42,7 @@ FAM_HOST_DEVICE long long probe(long long n) {
   span.k_stride = 1;
   span.count = 4;
   acc += static_cast<long long>(*span.key(2));
-  acc += fam::kernel::tail_mask{true, 1}.visible(2, 10);
+  acc += fam::kernel::row_mask{true, 1}.visible(2, 10);
   const fam::bf16 b = fam::to_bf16(1.5f);
   const fam::fp16 h = fam::to_fp16(-2.25f);
   acc += static_cast<long long>(fam::to_float(b) * 4 + fam::to_float(h) * 4 + fam::to_float(0.5f));

@@ -294,6 +294,70 @@ TEST_SUITE("simd") {
       }
   }
 
+  // A sliding window hands the kernel many rows whose lower edges move by one key per row, so
+  // the bf16 pair kernels meet rows whose first key is the odd one of a pair: its partner must
+  // be masked like the partner of an odd last key.
+  TEST_CASE("bf16 storage: sliding-window rows keep the bf16 error bound and hide NaN values") {
+    const index_t L = 600, H = 2, Hkv = 1, D = 32;
+    testing::rng rng(testing::base_seed() + 76);
+    const inputs x = random_inputs(rng, L, H, Hkv, D);
+    auto round = [](const std::vector<float>& v) {
+      std::vector<fam::bf16> r(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i) r[i] = fam::from_float<fam::bf16>(v[i]);
+      return r;
+    };
+    auto widen = [](const std::vector<fam::bf16>& v) {
+      std::vector<float> r(v.size());
+      for (std::size_t i = 0; i < v.size(); ++i) r[i] = fam::to_float(v[i]);
+      return r;
+    };
+    const std::vector<fam::bf16> q = round(x.q), k = round(x.k), v = round(x.v);
+    fam::attention_config<> cfg(D, 1, 0, 0);
+    cfg.set_heads(H, Hkv);
+    auto run_bf16 = [&](const fam::mask_spec& spec, const std::vector<fam::bf16>& values,
+                        bool round_p) {
+      fam::simd_backend<> be;
+      be.round_probabilities_to_bf16 = round_p;
+      std::vector<float> out(L * H * D);
+      REQUIRE(fam::attention(cfg, spec, fam::make_view(q.data(), L, H, D),
+                             fam::make_view(k.data(), L, Hkv, D),
+                             fam::make_view(values.data(), L, Hkv, D),
+                             fam::make_view(out.data(), L, H, D), {}, be) == fam::status::ok);
+      return out;
+    };
+    for (bool round_p : {false, true})
+      for (index_t W : {37, 256, 300}) {
+        const fam::mask_spec spec = fam::mask_spec::sliding_window(W);
+        const oracle::attn_result exact = oracle::token_attention(
+            oracle::mask::window, W, 1, 0, L, int(H), int(Hkv), int(D), cfg.scale(),
+            testing::to_double(x.q), testing::to_double(x.k), testing::to_double(x.v));
+        const std::vector<float> qr = widen(q), kr = widen(k), vr = widen(v);
+        std::vector<float> naive(L * H * D);
+        fam::naive::attention(spec, cfg.scale(), fam::make_view<const float>(qr.data(), L, H, D),
+                              fam::make_view<const float>(kr.data(), L, Hkv, D),
+                              fam::make_view<const float>(vr.data(), L, Hkv, D),
+                              fam::make_view(naive.data(), L, H, D));
+        const std::vector<float> out = run_bf16(spec, v, round_p);
+        double ours = 0, base = 0;
+        for (std::size_t i = 0; i < out.size(); ++i) {
+          ours = std::max(ours, std::fabs(out[i] - exact.out[i]));
+          base = std::max(base, std::fabs(naive[i] - exact.out[i]));
+        }
+        INFO("W=", W, " rounded P: ", round_p, ": max|err| ", ours, " naive bf16 ", base);
+        CHECK(ours <= 2.0 * base);
+        for (index_t bad : {0, 1, 40, 41, 255, 256, 257}) {
+          std::vector<fam::bf16> vb = v;
+          vb[std::size_t(bad * Hkv * D + 3)] = fam::from_float<fam::bf16>(NAN);
+          const std::vector<float> o = run_bf16(spec, vb, round_p);
+          for (index_t n = 0; n < L; ++n)
+            for (index_t h = 0; h < H; ++h) {
+              INFO("NaN value at key ", bad, ", row ", n, ", head ", h);
+              CHECK(std::isnan(o[std::size_t((n * H + h) * D + 3)]) == (n >= bad && n - W < bad));
+            }
+        }
+      }
+  }
+
   // Decode (one query row per head, so one row group per call) reads bf16/fp16 tiles of the
   // ring and of the FAM keys in place and widens or interleaves them in registers; a block at
   // a time packs each tile once for all its rows. Both must give the same bits, for head dims

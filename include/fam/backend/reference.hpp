@@ -52,14 +52,14 @@ double dot(const TQ* q, const TK* k, index_t k_dim_stride, index_t n) noexcept {
   return s;
 }
 
-/// Adds the first `count` keys of `span` to the row state.
+/// Adds the keys [begin, end) of `span` to the row state.
 template <class TQ, class TK>
 void reference_add_span(reference_row_state& st, const TQ* q, const key_span<TK>& span,
-                        index_t count, index_t head_dim, double scale) noexcept {
+                        index_t begin, index_t end, index_t head_dim, double scale) noexcept {
   double logits[reference_backend::key_tile];  // [tile]
-  for (index_t j0 = 0; j0 < count; j0 += reference_backend::key_tile) {
+  for (index_t j0 = begin; j0 < end; j0 += reference_backend::key_tile) {
     const index_t tile =
-        count - j0 < reference_backend::key_tile ? count - j0 : reference_backend::key_tile;
+        end - j0 < reference_backend::key_tile ? end - j0 : reference_backend::key_tile;
     // pass 1: logits and the tile max
     double tile_max = detail::neg_inf;
     for (index_t j = 0; j < tile; ++j) {
@@ -84,11 +84,11 @@ void reference_add_span(reference_row_state& st, const TQ* q, const key_span<TK>
   }
 }
 
-/// Attends `rows` to the keys of `spans` (the last span masked by `tail`).
+/// Attends `rows` to the keys of `spans` (the first and last spans masked by `mask`).
 /// @tparam Spans has `index_t size()` and `key_span<TK> operator[](index_t)`.
 /// A row that sees no key gets out = 0 and lse = -inf.
 template <class TQ, class Spans>
-void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+void attend_rows(const query_rows<TQ>& rows, const Spans& spans, row_mask mask, index_t head_dim,
                  double scale, const reference_backend&) noexcept {
   FAM_ASSERT(head_dim <= reference_backend::max_head_dim);
   const index_t n_spans = spans.size();
@@ -98,8 +98,9 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
     for (index_t d = 0; d < head_dim; ++d) st.acc[d] = 0.0;
     for (index_t s = 0; s < n_spans; ++s) {
       const auto span = spans[s];
-      const index_t count = s + 1 == n_spans ? tail.visible(i, span.count) : span.count;
-      reference_add_span(st, q, span, count, head_dim, scale);
+      const index_t begin = s == 0 ? mask.hidden(i, span.count) : 0;
+      const index_t end = s + 1 == n_spans ? mask.visible(i, span.count) : span.count;
+      reference_add_span(st, q, span, begin, end, head_dim, scale);
     }
     float* out = rows.out + i * rows.out_stride;  // [D]
     const bool empty = st.l == 0.0;
@@ -110,6 +111,9 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
           static_cast<float>(empty ? detail::neg_inf : st.m + std::log(st.l));
   }
 }
+
+template <>
+inline constexpr bool reads_window_edge<reference_backend> = true;
 
 }  // namespace kernel
 

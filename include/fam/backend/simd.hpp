@@ -36,7 +36,7 @@ FAM_NAMESPACE_BEGIN
 /// Counters a caller may attach to a simd_backend (backend.stats = &s) to see the tiling.
 struct attention_stats {
   std::atomic<index_t> key_tiles{0};     ///< (row chunk, key tile) pairs computed
-  std::atomic<index_t> masked_tiles{0};  ///< of those, tiles where some row sees only a prefix
+  std::atomic<index_t> masked_tiles{0};  ///< of those, tiles where some row sees only a part
   std::atomic<index_t> packed_tiles{0};  ///< tiles whose K^T was packed (not read in place)
   void reset() noexcept {
     key_tiles = 0;
@@ -182,21 +182,25 @@ template <class T>
 using key_type_of = std::remove_const_t<std::remove_pointer_t<decltype(T{}.k)>>;
 
 /// Online softmax of one row over one tile of scores s[0, KT) (raw dot products): scales,
-/// masks keys >= count, updates the running max m and sum l, rescales the row's output and
-/// leaves the probabilities in s (zero past count), each passed through `round` before it is
-/// summed or used. Returns false when the row sees no finite logit in this tile.
+/// masks the keys outside [begin, end), updates the running max m and sum l, rescales the row's
+/// output and leaves the probabilities in s (zero outside), each passed through `round` before
+/// it is summed or used. Returns false when the row sees no finite logit in this tile.
 template <class Arch, class Round>
-inline bool softmax_row(float* s, index_t count, float scale, const float* lane_index, float& m,
-                        float& l, float* out, index_t head_dim, Round round) noexcept {
+inline bool softmax_row(float* s, index_t begin, index_t end, float scale, const float* lane_index,
+                        float& m, float& l, float* out, index_t head_dim, Round round) noexcept {
   using b = fbatch<Arch>;
   constexpr index_t W = width<Arch>, NV = key_tile / W;
   const float neg_inf = -INFINITY;
-  const b cnt(static_cast<float>(count));
+  const b first(static_cast<float>(begin)), cnt(static_cast<float>(end));
+  auto seen = [&](index_t c) {
+    const b lane = b::load_aligned(lane_index + c * W);
+    return lane >= first && lane < cnt;
+  };
   b vmax(neg_inf);
   auto nan_lanes = b(0.0f) != b(0.0f);
   for (index_t c = 0; c < NV; ++c) {
     b x = b::load_aligned(s + c * W) * b(scale);
-    x = xsimd::select(b::load_aligned(lane_index + c * W) < cnt, x, b(neg_inf));
+    x = xsimd::select(seen(c), x, b(neg_inf));
     x.store_aligned(s + c * W);
     vmax = xsimd::max(vmax, x);
     nan_lanes = nan_lanes || xsimd::isnan(x);  // not x != x: NEQ_OQ in xsimd 8.1
@@ -209,7 +213,7 @@ inline bool softmax_row(float* s, index_t count, float scale, const float* lane_
   b vsum(0.0f);
   for (index_t c = 0; c < NV; ++c) {
     const b e = xsimd::exp(b::load_aligned(s + c * W) - b(m_new));
-    const b pe = round(xsimd::select(b::load_aligned(lane_index + c * W) < cnt, e, b(0.0f)));
+    const b pe = round(xsimd::select(seen(c), e, b(0.0f)));
     pe.store_aligned(s + c * W);
     vsum += pe;
   }
@@ -224,23 +228,41 @@ inline bool softmax_row(float* s, index_t count, float scale, const float* lane_
   return true;
 }
 
-/// O += P V for a tile of values (rows v + j * v_stride; fp32, or bf16/fp16 widened on load):
-/// per value micro-group, the keys all its rows see together, then the rest row by row (a key
-/// a row does not see is never multiplied: its value may be non-finite).
+/// The keys [lo, hi) of a tile that every row r of a micro-group sees (row r sees
+/// [begin[r], end[r])); empty when lo >= hi.
+inline void common_keys(const index_t* begin, const index_t* end, index_t n, index_t kt,
+                        index_t& lo, index_t& hi) noexcept {
+  lo = 0;
+  hi = kt;
+  for (index_t r = 0; r < n; ++r) {
+    lo = begin[r] > lo ? begin[r] : lo;
+    hi = end[r] < hi ? end[r] : hi;
+  }
+}
+
+/// O += P V for a tile of values (rows v + j * v_stride; fp32, or bf16/fp16 widened on load),
+/// row r over its keys [begin[r], end[r]): per value micro-group, the keys all its rows see
+/// together, the others row by row, each row in key order (a key a row does not see is never
+/// multiplied: its value may be non-finite).
 template <class Arch, class TE>
-inline void accumulate_tile(index_t nr, const float* const* p, const index_t* count,
-                            float* const* out, index_t kt, const TE* v, index_t v_stride,
-                            index_t head_dim) noexcept {
+inline void accumulate_tile(index_t nr, const float* const* p, const index_t* begin,
+                            const index_t* end, float* const* out, index_t kt, const TE* v,
+                            index_t v_stride, index_t head_dim) noexcept {
   constexpr int RV = value_rows<Arch>;
+  auto alone = [&](index_t r, index_t j0, index_t j1) {
+    if (j0 < j1) accumulate_values<Arch, 1>(p + r, j0, j1, v, v_stride, out + r, head_dim);
+  };
   for (index_t g0 = 0; g0 < nr; g0 += RV) {
     const index_t ng = nr - g0 < RV ? nr - g0 : RV;
-    index_t common = kt;
-    for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
-    if (common > 0)
-      accumulate_rows<Arch, RV>(ng, p + g0, 0, common, v, v_stride, out + g0, head_dim);
-    for (index_t r = g0; r < g0 + ng; ++r)
-      if (count[r] > common)
-        accumulate_values<Arch, 1>(p + r, common, count[r], v, v_stride, out + r, head_dim);
+    index_t lo, hi;
+    common_keys(begin + g0, end + g0, ng, kt, lo, hi);
+    if (lo >= hi) {
+      for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], end[r]);
+      continue;
+    }
+    for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], lo);
+    accumulate_rows<Arch, RV>(ng, p + g0, lo, hi, v, v_stride, out + g0, head_dim);
+    for (index_t r = g0; r < g0 + ng; ++r) alone(r, hi, end[r]);
   }
 }
 
@@ -342,11 +364,11 @@ struct fp32_tiles {
   }
   fbatch<Arch> round(const fbatch<Arch>& p) const noexcept { return p; }
   void to_weights(index_t, const float*) noexcept {}
-  void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
-              index_t kt) const noexcept {
+  void values(index_t nr, const float* const* p, const index_t* begin, const index_t* end,
+              float* const* out, index_t kt) const noexcept {
     if (vtile_stored != nullptr)
-      return accumulate_tile<Arch>(nr, p, count, out, kt, vtile_stored, v_stride, head_dim);
-    accumulate_tile<Arch>(nr, p, count, out, kt, vtile, v_stride, head_dim);
+      return accumulate_tile<Arch>(nr, p, begin, end, out, kt, vtile_stored, v_stride, head_dim);
+    accumulate_tile<Arch>(nr, p, begin, end, out, kt, vtile, v_stride, head_dim);
   }
 };
 
@@ -410,38 +432,46 @@ struct bf16_dot_tiles {
   }
   /// O += P V: fp32 P times V widened (in a buffer, or in registers when read in place), or
   /// rounded P times V pairs on vdpbf16ps.
-  void values(index_t nr, const float* const* p, const index_t* count, float* const* out,
-              index_t kt) const noexcept {
+  void values(index_t nr, const float* const* p, const index_t* begin, const index_t* end,
+              float* const* out, index_t kt) const noexcept {
     if (!round_p) {  // fp32 probabilities times widened values, as the fp32 tiles do
       if (v_stored != nullptr)
-        return accumulate_tile<Arch>(nr, p, count, out, kt, v_stored, v_stride, head_dim);
-      return accumulate_tile<Arch>(nr, p, count, out, kt, v_buf, head_dim, head_dim);
+        return accumulate_tile<Arch>(nr, p, begin, end, out, kt, v_stored, v_stride, head_dim);
+      return accumulate_tile<Arch>(nr, p, begin, end, out, kt, v_buf, head_dim, head_dim);
     }
     if (v_stored != nullptr)
-      return values_with(nr, count, out, kt,
+      return values_with(nr, begin, end, out, kt,
                          simd::bf16_dot::values_in_place{v_stored, v_stride, kt});
-    values_with(nr, count, out, kt, simd::bf16_dot::packed_values{v_pairs, head_dim});
+    values_with(nr, begin, end, out, kt, simd::bf16_dot::packed_values{v_pairs, head_dim});
   }
-  /// Rounded P V over key pairs: pairs all rows of a value micro-group see together, then each
-  /// row's own remaining pairs and, for an odd count, its last key alone.
+  /// Rounded P V over key pairs, row r over its keys [begin[r], end[r]): the pairs all rows of
+  /// a value micro-group see whole together, the others row by row in key order, a pair that
+  /// holds one key the row sees with its partner masked out.
   template <class ValuePair>
-  void values_with(index_t nr, const index_t* count, float* const* out, index_t kt,
-                   ValuePair pairs) const noexcept {
+  void values_with(index_t nr, const index_t* begin, const index_t* end, float* const* out,
+                   index_t kt, ValuePair pairs) const noexcept {
     namespace bd = simd::bf16_dot;
     constexpr int RV = bd::value_rows;
     const std::uint16_t* p16[group_rows];
     for (index_t r = 0; r < nr; ++r) p16[r] = p_bf16 + r * key_tile;
+    // the pairs [p0, p1) of row r's keys [j0, j1), partners outside masked
+    auto alone = [&](index_t r, index_t j0, index_t j1) {
+      if (j0 < j1)
+        bd::values<1>(p16 + r, j0 / 2, (j1 + 1) / 2, j0 % 2 != 0, j1 % 2 != 0, head_dim, out + r,
+                      pairs);
+    };
     for (index_t g0 = 0; g0 < nr; g0 += RV) {
       const index_t ng = nr - g0 < RV ? nr - g0 : RV;
-      index_t common = kt;
-      for (index_t r = g0; r < g0 + ng; ++r) common = count[r] < common ? count[r] : common;
-      const index_t common_pairs = common / 2;
-      if (common_pairs > 0)
-        bd::values_rows<RV>(ng, p16 + g0, 0, common_pairs, false, head_dim, out + g0, pairs);
-      for (index_t r = g0; r < g0 + ng; ++r)
-        if (count[r] > 2 * common_pairs)
-          bd::values<1>(p16 + r, common_pairs, (count[r] + 1) / 2, count[r] % 2 != 0, head_dim,
-                        out + r, pairs);
+      index_t lo, hi;
+      common_keys(begin + g0, end + g0, ng, kt, lo, hi);
+      const index_t lo_pair = (lo + 1) / 2, hi_pair = hi / 2;  // whole pairs inside [lo, hi)
+      if (lo_pair >= hi_pair) {
+        for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], end[r]);
+        continue;
+      }
+      for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], 2 * lo_pair);
+      bd::values_rows<RV>(ng, p16 + g0, lo_pair, hi_pair, false, false, head_dim, out + g0, pairs);
+      for (index_t r = g0; r < g0 + ng; ++r) alone(r, 2 * hi_pair, end[r]);
     }
   }
 };
@@ -450,7 +480,7 @@ struct bf16_dot_tiles {
 /// The tiled loop shared by every tile kind: per chunk of rows, per span, per key tile
 /// (aligned to the span start), per row group: scores, online softmax, O += P V.
 template <class Arch, class Tiles, class TQ, class Spans>
-void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, row_mask mask, index_t head_dim,
                   float scale, attention_stats* stats, Tiles& tiles) noexcept {
   constexpr index_t KT = key_tile, RC = simd_backend<Arch>::row_chunk;
   constexpr int RQ = Tiles::group_rows;
@@ -475,40 +505,45 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail
       for (index_t r = c0; r < c1; ++r) tiles.set_query(int(r - c0), rows.q + r * rows.q_stride);
     for (index_t si = 0; si < n_spans; ++si) {
       const auto span = spans[si];
-      const bool last = si + 1 == n_spans;
-      auto visible = [&](index_t i) { return last ? tail.visible(i, span.count) : span.count; };
-      const index_t vis_max = visible(c1 - 1);  // visible counts grow with the row
-      for (index_t j0 = 0; j0 < vis_max; j0 += KT) {
+      const bool first = si == 0, last = si + 1 == n_spans;
+      // row i sees the span's keys [hidden(i), visible(i)); both grow with the row
+      auto visible = [&](index_t i) { return last ? mask.visible(i, span.count) : span.count; };
+      auto hidden = [&](index_t i) { return first ? mask.hidden(i, span.count) : 0; };
+      const index_t vis_max = visible(c1 - 1);
+      for (index_t j0 = hidden(c0) / KT * KT; j0 < vis_max; j0 += KT) {
         const index_t kt = vis_max - j0 < KT ? vis_max - j0 : KT;
         const bool in_place = tiles.load(span, j0, kt);
         if (stats != nullptr) {
           stats->key_tiles.fetch_add(1, std::memory_order_relaxed);
           if (!in_place) stats->packed_tiles.fetch_add(1, std::memory_order_relaxed);
-          if (visible(c0) < j0 + kt) stats->masked_tiles.fetch_add(1, std::memory_order_relaxed);
+          if (visible(c0) < j0 + kt || hidden(c1 - 1) > j0)
+            stats->masked_tiles.fetch_add(1, std::memory_order_relaxed);
         }
         for (index_t r0 = c0; r0 < c1; r0 += RQ) {
           const index_t nr = c1 - r0 < RQ ? c1 - r0 : RQ;
           float* out[RQ];
           const float* p[RQ];
-          index_t count[RQ];  // keys of this tile that row r sees
+          index_t begin[RQ], end[RQ];  // row r sees the keys [begin, end) of this tile
           for (index_t r = 0; r < nr; ++r) {
             if (!one_group) tiles.set_query(int(r), rows.q + (r0 + r) * rows.q_stride);
             out[r] = rows.out + (r0 + r) * rows.out_stride;
             p[r] = s_buf + r * KT;
-            const index_t vis = visible(r0 + r) - j0;
-            count[r] = vis < 0 ? 0 : (vis < kt ? vis : kt);
+            const index_t vis = visible(r0 + r) - j0, hid = hidden(r0 + r) - j0;
+            end[r] = vis < 0 ? 0 : (vis < kt ? vis : kt);
+            begin[r] = hid < 0 ? 0 : (hid < end[r] ? hid : end[r]);
           }
           tiles.scores(nr, s_buf);
           for (index_t r = 0; r < nr; ++r) {
             const index_t i = r0 + r - c0;
-            if (count[r] == 0) continue;
-            if (!softmax_row<Arch>(s_buf + r * KT, count[r], scale, lane_index, m[i], l[i], out[r],
-                                   head_dim, [&](const fbatch<Arch>& x) { return tiles.round(x); }))
-              count[r] = 0;
+            if (begin[r] == end[r] ||
+                !softmax_row<Arch>(s_buf + r * KT, begin[r], end[r], scale, lane_index, m[i], l[i],
+                                   out[r], head_dim,
+                                   [&](const fbatch<Arch>& x) { return tiles.round(x); }))
+              begin[r] = end[r] = 0;
             else
               tiles.to_weights(r, s_buf + r * KT);
           }
-          tiles.values(nr, p, count, out, kt);
+          tiles.values(nr, p, begin, end, out, kt);
         }
       }
     }
@@ -531,7 +566,7 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail
 /// queries, keys and values take the vdpbf16ps kernels where the ISA has them (head_dim a
 /// multiple of 16), everything else the fp32-FMA kernels.
 template <class TQ, class Spans, class Arch>
-void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail, index_t head_dim,
+void attend_rows(const query_rows<TQ>& rows, const Spans& spans, row_mask mask, index_t head_dim,
                  double scale, const simd_backend<Arch>& backend) noexcept {
   namespace sd = simd_detail;
   using TK = sd::key_type_of<decltype(spans[0])>;
@@ -547,14 +582,17 @@ void attend_rows(const query_rows<TQ>& rows, const Spans& spans, tail_mask tail,
       sd::bf16_dot_tiles<Arch> tiles;
       tiles.head_dim = head_dim;
       tiles.round_p = backend.round_probabilities_to_bf16;
-      return sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
+      return sd::attend_tiled<Arch>(rows, spans, mask, head_dim, fscale, backend.stats, tiles);
     }
   }
 #endif
   sd::fp32_tiles<Arch, TQ, TK> tiles;
   tiles.head_dim = head_dim;
-  sd::attend_tiled<Arch>(rows, spans, tail, head_dim, fscale, backend.stats, tiles);
+  sd::attend_tiled<Arch>(rows, spans, mask, head_dim, fscale, backend.stats, tiles);
 }
+
+template <class Arch>
+inline constexpr bool reads_window_edge<simd_backend<Arch>> = true;
 
 }  // namespace kernel
 FAM_NAMESPACE_END

@@ -186,12 +186,15 @@ struct keys_in_place {
 /// out[r][:] += sum over key pairs p in [p0, p1) of (P[r][2p], P[r][2p+1]) . V pair p, for R
 /// rows; p16[r] holds the row's bf16 probabilities, value_pair(p, d) the pairs of dims
 /// [d, d + 16) of key pair p as pack_values lays them out.
-/// With odd_last, the pair p1 - 1 holds one key only: its partner is masked out (a value the row
-/// does not see may be non-finite). @pre head_dim % 16 == 0.
+/// With odd_first, the pair p0 holds one key the rows see, its odd key; with odd_last, the pair
+/// p1 - 1 holds one, its even key: the partner is masked out (a value the row does not see may
+/// be non-finite). @pre head_dim % 16 == 0.
 template <int R, class ValuePair>
-inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool odd_last,
-                   index_t head_dim, float* const* out, ValuePair value_pair) noexcept {
+inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool odd_first,
+                   bool odd_last, index_t head_dim, float* const* out,
+                   ValuePair value_pair) noexcept {
   const __m512i even_keys = _mm512_set1_epi32(0xffff);
+  const __m512i odd_keys = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   auto run = [&](auto vectors, index_t d0) {
     constexpr int V = decltype(vectors)::value;
     __m512 acc[R][V];
@@ -201,6 +204,7 @@ inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool
       __m512i vv[V];
       for (int c = 0; c < V; ++c) {
         vv[c] = value_pair(p, d0 + 16 * c);
+        if (odd_first && p == p0) vv[c] = _mm512_and_si512(vv[c], odd_keys);
         if (odd_last && p + 1 == p1) vv[c] = _mm512_and_si512(vv[c], even_keys);
       }
       for (int r = 0; r < R; ++r) {
@@ -252,12 +256,13 @@ inline void scores_rows(index_t n, const std::uint16_t* const* q, index_t pairs,
 }
 template <int N, class ValuePair>
 inline void values_rows(index_t n, const std::uint16_t* const* p16, index_t p0, index_t p1,
-                        bool odd_last, index_t head_dim, float* const* out,
+                        bool odd_first, bool odd_last, index_t head_dim, float* const* out,
                         ValuePair value_pair) noexcept {
   if constexpr (N > 1) {
-    if (n < N) return values_rows<N - 1>(n, p16, p0, p1, odd_last, head_dim, out, value_pair);
+    if (n < N)
+      return values_rows<N - 1>(n, p16, p0, p1, odd_first, odd_last, head_dim, out, value_pair);
   }
-  values<N>(p16, p0, p1, odd_last, head_dim, out, value_pair);
+  values<N>(p16, p0, p1, odd_first, odd_last, head_dim, out, value_pair);
 }
 #else
 template <class Arch>

@@ -99,11 +99,11 @@ struct head_geometry {
   constexpr index_t kv_head_of(index_t h) const noexcept { return h / (heads / kv_heads); }
 };
 
-/// Rows [n0, n1) of query head h attend with `keys`; `tail` masks the last span.
+/// Rows [n0, n1) of query head h attend with `keys`; `mask` masks the first and last spans.
 template <class TQ, class TK, class Backend>
 void attend_group(const head_geometry& g, tensor_view<const TQ> q, tensor_view<float> out,
                   lse_view lse, index_t h, index_t n0, index_t n1, const block_spans<TK>& keys,
-                  kernel::tail_mask tail, const Backend& backend) noexcept {
+                  kernel::row_mask mask, const Backend& backend) noexcept {
   kernel::query_rows<TQ> rows;
   rows.q = q.at(n0, h);
   rows.q_stride = q.row_stride;
@@ -115,7 +115,7 @@ void attend_group(const head_geometry& g, tensor_view<const TQ> q, tensor_view<f
   // Unqualified, so that argument-dependent lookup at instantiation finds every overload:
   // backends declared after this header (fam/backend/simd.hpp, a user's own) included.
   using kernel::attend_rows;
-  attend_rows(rows, keys, tail, g.head_dim, g.scale, backend);
+  attend_rows(rows, keys, mask, g.head_dim, g.scale, backend);
 }
 
 /// Keys of a whole sequence are cut at multiples of this many tokens for full causal and
@@ -127,13 +127,20 @@ struct row_group {
   index_t h, n0, n1;
 };
 
-/// Cuts the rows of one head into groups that share their visible range: the rest of the
-/// granule (block), or a single row of a sliding window once n >= W.
-inline index_t next_group_end(const mask_spec& mask, index_t granule, index_t n0,
-                              index_t L) noexcept {
+/// Cuts the rows of one head into groups that share their spans: the rest of the granule
+/// (block), or, once a sliding window's lower edge moves (n >= W), the rows whose lower edges
+/// all lie in the same key granule (with `edge`: the backend reads a per-row lower edge) or a
+/// single row (without).
+inline index_t next_group_end(const mask_spec& mask, index_t granule, index_t n0, index_t L,
+                              bool edge) noexcept {
   const index_t granule_end = std::min((n0 / granule + 1) * granule, L);
   if (mask.kind != variant::sliding_window) return granule_end;
-  return n0 < mask.window ? std::min(granule_end, mask.window) : n0 + 1;
+  if (n0 < mask.window) return std::min(granule_end, mask.window);  // lower edge still at 0
+  if (!edge) return n0 + 1;
+  // row n's lower edge n - W + 1 stays inside the granule of row n0's edge (or on its end)
+  // while n < edge_granule_end + W
+  const index_t edge_granule_end = (block_of(n0 - mask.window + 1, granule) + 1) * granule;
+  return std::min(granule_end, edge_granule_end + mask.window);
 }
 
 /// Token rows of a whole sequence (full causal, sliding window or BSWA; no FAM columns).
@@ -145,6 +152,7 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
   const index_t L = q.rows;
   const bool blocked = mask.kind == variant::bswa || mask.kind == variant::fam;
   const index_t granule = blocked ? mask.block : sequence_granule;
+  constexpr bool edge = kernel::reads_window_edge<Backend>;
   auto run_group = [&](const row_group& w) {
     const index_t kvh = g.kv_head_of(w.h);
     const index_t tail_start = block_of(w.n0, granule) * granule;
@@ -174,8 +182,11 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
                  tail_end - tail_begin,
                  0,
                  0};
+    // the first span starts at row n0's lower edge; row n0 + i hides its first i keys when the
+    // window's edge moves with the rows (next_group_end keeps them inside that span)
+    const bool moving_edge = mask.kind == variant::sliding_window && w.n0 >= mask.window;
     attend_group(g, q, out, lse, w.h, w.n0, w.n1, keys,
-                 kernel::tail_mask{true, w.n0 - tail_begin, 1}, backend);
+                 kernel::row_mask{true, w.n0 - tail_begin, 1, moving_edge, 0}, backend);
   };
   // Work items: (head, granule); each writes its own rows only, so any schedule gives the
   // same bits.
@@ -183,8 +194,10 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
   parallel_for(backend, g.heads * granules, [&](index_t item) {
     const index_t h = item / granules, first = (item % granules) * granule;
     const index_t last = std::min(first + granule, L);
-    for (index_t n0 = first; n0 < last; n0 = next_group_end(mask, granule, n0, L))
-      run_group({h, n0, next_group_end(mask, granule, n0, L)});
+    for (index_t n0 = first, n1; n0 < last; n0 = n1) {
+      n1 = next_group_end(mask, granule, n0, L, edge);
+      run_group({h, n0, n1});
+    }
   });
 }
 
@@ -230,14 +243,14 @@ void attend_block_tokens(const head_geometry& g, const block_keys<TK>& keys, ind
       rows.lse_stride = lse.head_stride;
       rows.count = group;
       using kernel::attend_rows;
-      attend_rows(rows, keys.for_head(kvh), kernel::tail_mask{true, o0, group}, g.head_dim, g.scale,
+      attend_rows(rows, keys.for_head(kvh), kernel::row_mask{true, o0, group}, g.head_dim, g.scale,
                   backend);
     });
     return;
   }
   parallel_for(backend, g.heads, [&](index_t h) {
     const block_spans<TK> s = keys.for_head(g.kv_head_of(h));
-    attend_group(g, q, out, lse, h, 0, q.rows, s, kernel::tail_mask{true, o0, 1}, backend);
+    attend_group(g, q, out, lse, h, 0, q.rows, s, kernel::row_mask{true, o0, 1}, backend);
   });
 }
 
@@ -248,7 +261,7 @@ void attend_block_fam(const head_geometry& g, const block_keys<TK>& keys, tensor
   parallel_for(backend, g.heads, [&](index_t h) {
     block_spans<TK> s = keys.for_head(g.kv_head_of(h));
     s.n_mem = 0;  // FAM queries never see the memory segments (SPEC §3)
-    attend_group(g, qf, uf, lse, h, 0, qf.rows, s, kernel::tail_mask{false, 0, 1}, backend);
+    attend_group(g, qf, uf, lse, h, 0, qf.rows, s, kernel::row_mask{false, 0, 1}, backend);
   });
 }
 

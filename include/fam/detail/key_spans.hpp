@@ -48,20 +48,41 @@ struct query_rows {
   index_t count = 0;
 };
 
-/// The keys of the last span that row i sees: all of them, or the causal prefix
-/// [0, first_visible + i / rows_per_position] (SPEC §2: a token sees its own block up to
-/// itself; rows_per_position > 1 when the rows are several query heads of one token).
-struct tail_mask {
+/// Which keys of the spans row i sees (SPEC §2):
+///  - of the last span: all, or the causal prefix [0, first_visible + i / rows_per_position]
+///    (a token sees its own block up to itself; rows_per_position > 1 when the rows are several
+///    query heads of one token);
+///  - of the first span: all, or, on a sliding window's lower edge, all but the first
+///    first_hidden + i / rows_per_position (the window moves on by one key per token). When the
+///    first span is also the last, row i sees its keys [hidden(i, n), visible(i, n)).
+/// A backend is handed a lower edge only if it says that it reads one (reads_window_edge).
+struct row_mask {
   bool causal = false;
   index_t first_visible = 0;  ///< for row 0 (causal only)
   index_t rows_per_position = 1;
+  bool window = false;
+  index_t first_hidden = 0;  ///< for row 0 (window only)
 
+  /// Keys [0, visible) of the last span (of span_count keys) that row `row` may see.
   FAM_HOST_DEVICE constexpr index_t visible(index_t row, index_t span_count) const noexcept {
     if (!causal) return span_count;
     const index_t n = first_visible + row / rows_per_position + 1;
     return n < span_count ? n : span_count;
   }
+  /// Keys [0, hidden) of the first span (of span_count keys) that row `row` does not see.
+  FAM_HOST_DEVICE constexpr index_t hidden(index_t row, index_t span_count) const noexcept {
+    if (!window) return 0;
+    const index_t n = first_hidden + row / rows_per_position;
+    return n < span_count ? n : span_count;
+  }
 };
+
+/// Whether Backend's attend_rows reads row_mask's lower edge, so that the algorithm may hand it
+/// many rows of a sliding window at once (else one row at a time, each with its own spans).
+/// Declared per exact type, never inherited: a backend derived from one that reads the edge,
+/// with an attend_rows of its own, must not be handed an edge it would ignore.
+template <class Backend>
+inline constexpr bool reads_window_edge = false;
 
 }  // namespace kernel
 FAM_NAMESPACE_END
