@@ -107,10 +107,11 @@ TEST_SUITE("simd") {
 
   // Brute force from the public mask: for every (row chunk of a block, key tile aligned to a
   // block) pair, the tile is computed iff some row sees some key of it, and masked iff it is
-  // computed and not every row sees every key. Tiles outside the window are skipped.
+  // computed and not every row sees every key. Tiles outside the window are skipped. A row
+  // chunk is a block, cut into work items of at most rows_per_item rows.
   TEST_CASE(
       "tiles computed and masked match a brute-force count and skipped tiles are not computed") {
-    for (index_t B : {64, 128, 192})
+    for (index_t B : {64, 128, 192, 300})
       for (index_t M : {0, 1, 3})
         for (index_t L : {B, 3 * B + 70, 6 * B}) {
           const index_t D = 8, KT = fam::simd_backend<>::key_tile;
@@ -122,10 +123,12 @@ TEST_SUITE("simd") {
           const fam::mask_spec spec = fam::mask_spec::bswa(B, M);
           (void)run_attention(x, spec, be);
           index_t computed = 0, masked = 0, causal_tiles = 0;
-          for (index_t r0 = 0; r0 < L; r0 += B) {  // row chunk = block (B <= row_chunk)
-            const index_t r1 = std::min(r0 + B, L);
-            for (index_t k0 = 0; k0 < r1; k0 += KT) {  // key tiles of the causal rectangle
-              const index_t k1 = std::min(k0 + KT, r1);
+          const index_t item = fam::detail::rows_per_item;
+          for (index_t r0 = 0; r0 < L; r0 = std::min(r0 + item, (r0 / B + 1) * B)) {
+            const index_t r1 = std::min({r0 + item, (r0 / B + 1) * B, L});
+            // key tiles of the causal rectangle, aligned to block starts
+            for (index_t k0 = 0; k0 < r1; k0 = std::min(k0 + KT, (k0 / B + 1) * B)) {
+              const index_t k1 = std::min({k0 + KT, (k0 / B + 1) * B, r1});
               ++causal_tiles;
               bool any = false, all = true;
               for (index_t n = r0; n < r1; ++n)

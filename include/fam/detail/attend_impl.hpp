@@ -122,6 +122,12 @@ void attend_group(const head_geometry& g, tensor_view<const TQ> q, tensor_view<f
 /// sliding-window attention (BSWA and FAM cut at block boundaries).
 inline constexpr index_t sequence_granule = 256;
 
+/// Query rows per work item at most: a block of B = 1024 rows is cut into four, so that even
+/// one block of a few heads gives a thread pool enough items to balance (and later rows, which
+/// see more keys of their own block, are not all in one item). Rows of an item still share
+/// every key tile; how rows are grouped never changes an output bit.
+inline constexpr index_t rows_per_item = 256;
+
 /// One work item of a whole sequence: query head h, rows [n0, n1) sharing their keys.
 struct row_group {
   index_t h, n0, n1;
@@ -188,14 +194,18 @@ void attend_sequence(const head_geometry& g, const mask_spec& mask, tensor_view<
     attend_group(g, q, out, lse, w.h, w.n0, w.n1, keys,
                  kernel::row_mask{true, w.n0 - tail_begin, 1, moving_edge, 0}, backend);
   };
-  // Work items: (head, granule); each writes its own rows only, so any schedule gives the
-  // same bits.
-  const index_t granules = L == 0 ? 0 : (L - 1) / granule + 1;  // no L + granule: overflow
-  parallel_for(backend, g.heads * granules, [&](index_t item) {
-    const index_t h = item / granules, first = (item % granules) * granule;
-    const index_t last = std::min(first + granule, L);
+  // Work items: (head, granule, up to rows_per_item rows of it); each writes its own rows
+  // only, so any schedule gives the same bits.
+  if (L == 0) return;
+  const index_t granules = (L - 1) / granule + 1;  // no L + granule: overflow
+  const index_t per_granule = (std::min(granule, L) - 1) / rows_per_item + 1;
+  parallel_for(backend, g.heads * granules * per_granule, [&](index_t item) {
+    const index_t h = item / (granules * per_granule), gi = item / per_granule % granules;
+    const index_t start = gi * granule, granule_end = start + std::min(granule, L - start);
+    const index_t first = start + item % per_granule * rows_per_item;
+    const index_t last = std::min(first + rows_per_item, granule_end);
     for (index_t n0 = first, n1; n0 < last; n0 = n1) {
-      n1 = next_group_end(mask, granule, n0, L, edge);
+      n1 = std::min(next_group_end(mask, granule, n0, L, edge), last);
       run_group({h, n0, n1});
     }
   });
@@ -248,9 +258,14 @@ void attend_block_tokens(const head_geometry& g, const block_keys<TK>& keys, ind
     });
     return;
   }
-  parallel_for(backend, g.heads, [&](index_t h) {
+  // work items: (head, up to rows_per_item rows)
+  if (q.rows == 0) return;
+  const index_t per_head = (q.rows - 1) / rows_per_item + 1;
+  parallel_for(backend, g.heads * per_head, [&](index_t item) {
+    const index_t h = item / per_head, n0 = item % per_head * rows_per_item;
+    const index_t n1 = std::min(n0 + rows_per_item, q.rows);
     const block_spans<TK> s = keys.for_head(g.kv_head_of(h));
-    attend_group(g, q, out, lse, h, 0, q.rows, s, kernel::row_mask{true, o0, 1}, backend);
+    attend_group(g, q, out, lse, h, n0, n1, s, kernel::row_mask{true, o0 + n0, 1}, backend);
   });
 }
 
