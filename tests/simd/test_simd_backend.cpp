@@ -362,17 +362,20 @@ TEST_SUITE("simd") {
   }
 
   // Decode (one query row per head, so one row group per call) reads bf16/fp16 tiles of the
-  // ring and of the FAM keys in place and widens or interleaves them in registers; a block at
-  // a time packs each tile once for all its rows. Both must give the same bits, for head dims
-  // on and off the vector width, GQA groupings, FAM tiles whole (F = 32, 64) and partial.
-  TEST_CASE("bf16 and fp16 decode reading tiles in place gives bitwise the block-at-a-time run") {
+  // ring and of the FAM keys in place and widens or interleaves them in registers, and streams
+  // value rows whole (rows in pairs over 8 vectors of dims when D is a multiple of 8 vectors);
+  // a block at a time packs each tile once for all its rows and runs 6-row value kernels. Both
+  // must give the same bits, for head dims on and off the vector width, row groups of 2, 3 and
+  // 4 heads, FAM tiles whole (F = 32, 64) and partial.
+  TEST_CASE("decode reading tiles in place gives bitwise the block-at-a-time run") {
     testing::rng rng(testing::base_seed() + 76);
+    const index_t heads[][2] = {{4, 1}, {4, 2}, {3, 1}};  // row groups of 4, 2 and 3 rows
     auto check_type = [&](auto tag, const char* name) {
       using T = decltype(tag);
-      for (index_t D : {8, 20, 64, 80})
+      for (index_t D : {8, 20, 64, 80, 128})
         for (index_t F : {0, 33, 64})
-          for (index_t Hkv : {1, 2}) {
-            const index_t B = 40, M = 2, H = 4, L = 5 * B + 7;
+          for (const auto& hh : heads) {
+            const index_t B = 40, M = 2, H = hh[0], Hkv = hh[1], L = 5 * B + 7;
             fam::attention_config<> cfg(D, B, M, F);
             cfg.set_heads(H, Hkv);
             auto convert = [](const std::vector<float>& v) {
@@ -409,10 +412,11 @@ TEST_SUITE("simd") {
               }
               return out;
             };
-            INFO(name, " D=", D, " F=", F, " Hkv=", Hkv);
+            INFO(name, " D=", D, " F=", F, " H=", H, " Hkv=", Hkv);
             CHECK(testing::bitwise_equal(stream(1), stream(L)));
           }
     };
+    check_type(float{}, "fp32");
     check_type(fam::bf16{}, "bf16");
     check_type(fam::fp16{}, "fp16");
   }
