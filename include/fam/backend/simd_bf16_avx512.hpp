@@ -200,18 +200,31 @@ inline void values(const std::uint16_t* const* p16, index_t p0, index_t p1, bool
     __m512 acc[R][V];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < V; ++c) acc[r][c] = _mm512_loadu_ps(out[r] + d0 + 16 * c);
-    for (index_t p = p0; p < p1; ++p) {
-      __m512i vv[V];
-      for (int c = 0; c < V; ++c) {
-        vv[c] = value_pair(p, d0 + 16 * c);
-        if (odd_first && p == p0) vv[c] = _mm512_and_si512(vv[c], odd_keys);
-        if (odd_last && p + 1 == p1) vv[c] = _mm512_and_si512(vv[c], even_keys);
-      }
+    auto add_pair = [&](index_t p, const __m512i* vv) {
       for (int r = 0; r < R; ++r) {
         const __m512i pp = _mm512_set1_epi32(static_cast<int>(detail::pair_at(p16[r], p)));
         for (int c = 0; c < V; ++c) acc[r][c] = detail::dot(acc[r][c], pp, vv[c]);
       }
+    };
+    auto add_edge_pair = [&](index_t p, __m512i keep) {  // a pair with one key masked out
+      __m512i vv[V];
+      for (int c = 0; c < V; ++c) vv[c] = _mm512_and_si512(value_pair(p, d0 + 16 * c), keep);
+      add_pair(p, vv);
+    };
+    // in key order: the first pair, the whole pairs (nothing tested in their loop), the last
+    index_t q0 = p0, q1 = p1;
+    if (q0 < q1 && odd_first) {
+      add_edge_pair(q0, odd_last && q1 - q0 == 1 ? _mm512_setzero_si512() : odd_keys);
+      ++q0;
     }
+    const bool last_alone = q0 < q1 && odd_last;
+    if (last_alone) --q1;
+    for (index_t p = q0; p < q1; ++p) {
+      __m512i vv[V];
+      for (int c = 0; c < V; ++c) vv[c] = value_pair(p, d0 + 16 * c);
+      add_pair(p, vv);
+    }
+    if (last_alone) add_edge_pair(q1, even_keys);
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < V; ++c) _mm512_storeu_ps(out[r] + d0 + 16 * c, acc[r][c]);
   };
