@@ -256,6 +256,38 @@ TEST_SUITE("attention") {
     }
   }
 
+  // A block or granule of more than 256 rows is cut into work items of at most 256 rows
+  // (detail::rows_per_item), in the whole-sequence call and in the streaming one alike: both
+  // must still match the oracle and agree bitwise, whatever the chunking of the stream.
+  TEST_CASE("blocks of more than 256 rows match the oracle and the stream bitwise") {
+    testing::rng rng(testing::base_seed() + 9);
+    const index_t B = 600, M = 1, L = 1500, H = 2, Hkv = 1, D = 8;
+    const problem p = random_problem(rng, L, H, Hkv, D);
+    fam::attention_config<> cfg(D, B, M, 0);
+    cfg.set_heads(H, Hkv);
+    const result whole = run(p, mask_spec::bswa(B, M), cfg);
+    const oracle::attn_result want = run_oracle(p, mask_spec::bswa(B, M), cfg.scale());
+    CHECK(testing::close_to_oracle(whole.out, want.out, testing::max_abs(p.v)));
+    for (index_t chunk : {index_t(1), index_t(257), B}) {
+      fam::layer_state<fam::attention_config<>> st;
+      REQUIRE(st.init(cfg) == fam::status::ok);
+      std::vector<float> out(L * H * D);
+      for (index_t done = 0; done < L;) {
+        const index_t c = std::min(chunk, L - done);
+        index_t consumed = 0;
+        REQUIRE(fam::attend(st, fam::make_view<const float>(p.q.data(), L, H, D).rows_from(done, c),
+                            fam::make_view<const float>(p.k.data(), L, Hkv, D).rows_from(done, c),
+                            fam::make_view<const float>(p.v.data(), L, Hkv, D).rows_from(done, c),
+                            fam::make_view(out.data(), L, H, D).rows_from(done, c), {},
+                            &consumed) == fam::status::ok);
+        REQUIRE(consumed == c);
+        done += c;
+      }
+      INFO("chunk ", chunk);
+      CHECK(testing::bitwise_equal(out, whole.out));
+    }
+  }
+
   TEST_CASE("a NaN value below a row's window edge leaves the row finite") {
     // rows that share their spans share the keys in memory, but a row never multiplies a value
     // below its own window's lower edge: 0 * NaN would poison it
