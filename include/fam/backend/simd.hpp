@@ -543,13 +543,20 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, row_mask mask,
           float* out[RQ];
           const float* p[RQ];
           index_t begin[RQ], end[RQ];  // row r sees the keys [begin, end) of this tile
+          bool seen = false;
+          for (index_t r = 0; r < nr; ++r) {
+            const index_t vis = visible(r0 + r) - j0, hid = hidden(r0 + r) - j0;
+            end[r] = vis < 0 ? 0 : (vis < kt ? vis : kt);
+            begin[r] = hid < 0 ? 0 : (hid < end[r] ? hid : end[r]);
+            seen = seen || begin[r] < end[r];
+          }
+          // a micro-group beyond its rows' causal edge or before their window edge: nothing
+          // to add (a chunk of 256 rows leaves a triangle of such tiles at each edge)
+          if (!seen) continue;
           for (index_t r = 0; r < nr; ++r) {
             if (!one_group) tiles.set_query(int(r), rows.q + (r0 + r) * rows.q_stride);
             out[r] = rows.out + (r0 + r) * rows.out_stride;
             p[r] = s_buf + r * KT;
-            const index_t vis = visible(r0 + r) - j0, hid = hidden(r0 + r) - j0;
-            end[r] = vis < 0 ? 0 : (vis < kt ? vis : kt);
-            begin[r] = hid < 0 ? 0 : (hid < end[r] ? hid : end[r]);
           }
           tiles.scores(nr, s_buf);
           for (index_t r = 0; r < nr; ++r) {
