@@ -229,15 +229,33 @@ inline bool softmax_row(float* s, index_t begin, index_t end, float scale, const
   return true;
 }
 
-/// The keys [lo, hi) of a tile that every row r of a micro-group sees (row r sees
-/// [begin[r], end[r])); empty when lo >= hi.
-inline void common_keys(const index_t* begin, const index_t* end, index_t n, index_t kt,
-                        index_t& lo, index_t& hi) noexcept {
-  lo = 0;
-  hi = kt;
-  for (index_t r = 0; r < n; ++r) {
-    lo = begin[r] > lo ? begin[r] : lo;
-    hi = end[r] < hi ? end[r] : hi;
+/// Splits O += P V of a tile among `nr` rows, row r over its keys [begin[r], end[r]): per
+/// micro-group of `group` rows, the keys every row of it sees (cut to multiples of `step`, the
+/// keys a kernel takes at once) go to together(g0, ng, lo, hi), the rest of each row to
+/// alone(r, j0, j1) with j0 < j1, each row in key order.
+template <class Alone, class Together>
+inline void split_values(index_t nr, index_t group, index_t step, const index_t* begin,
+                         const index_t* end, index_t kt, Alone alone_or_none,
+                         Together together) noexcept {
+  auto alone = [&](index_t r, index_t j0, index_t j1) {
+    if (j0 < j1) alone_or_none(r, j0, j1);
+  };
+  for (index_t g0 = 0; g0 < nr; g0 += group) {
+    const index_t ng = nr - g0 < group ? nr - g0 : group;
+    index_t lo = 0, hi = kt;
+    for (index_t r = g0; r < g0 + ng; ++r) {
+      lo = begin[r] > lo ? begin[r] : lo;
+      hi = end[r] < hi ? end[r] : hi;
+    }
+    lo = (lo + step - 1) / step * step;
+    hi = hi / step * step;
+    if (lo >= hi) {
+      for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], end[r]);
+      continue;
+    }
+    for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], lo);
+    together(g0, ng, lo, hi);
+    for (index_t r = g0; r < g0 + ng; ++r) alone(r, hi, end[r]);
   }
 }
 
@@ -256,7 +274,7 @@ inline void accumulate_tile(index_t nr, const float* const* p, const index_t* be
                             index_t v_stride, index_t head_dim, bool streamed) noexcept {
   constexpr int RV = value_rows<Arch>;
   auto alone = [&](index_t r, index_t j0, index_t j1) {
-    if (j0 < j1) accumulate_values<Arch, 1>(p + r, j0, j1, v, v_stride, out + r, head_dim);
+    accumulate_values<Arch, 1>(p + r, j0, j1, v, v_stride, out + r, head_dim);
   };
   const bool whole_rows = streamed && width<Arch> >= 16 && head_dim % (8 * width<Arch>) == 0;
   auto together = [&](index_t g0, index_t ng, index_t lo, index_t hi) {
@@ -269,18 +287,7 @@ inline void accumulate_tile(index_t nr, const float* const* p, const index_t* be
         accumulate_values<Arch, 1, TE, 8>(p + r, lo, hi, v, v_stride, out + r, head_dim);
     }
   };
-  for (index_t g0 = 0; g0 < nr; g0 += RV) {
-    const index_t ng = nr - g0 < RV ? nr - g0 : RV;
-    index_t lo, hi;
-    common_keys(begin + g0, end + g0, ng, kt, lo, hi);
-    if (lo >= hi) {
-      for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], end[r]);
-      continue;
-    }
-    for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], lo);
-    together(g0, ng, lo, hi);
-    for (index_t r = g0; r < g0 + ng; ++r) alone(r, hi, end[r]);
-  }
+  split_values(nr, RV, 1, begin, end, kt, alone, together);
 }
 
 /// K^T of the tile of keys [j0, j0 + kt) where it can be read in place: a ring tile (padding
@@ -475,23 +482,14 @@ struct bf16_dot_tiles {
     for (index_t r = 0; r < nr; ++r) p16[r] = p_bf16 + r * key_tile;
     // the pairs [p0, p1) of row r's keys [j0, j1), partners outside masked
     auto alone = [&](index_t r, index_t j0, index_t j1) {
-      if (j0 < j1)
-        bd::values<1>(p16 + r, j0 / 2, (j1 + 1) / 2, j0 % 2 != 0, j1 % 2 != 0, head_dim, out + r,
-                      pairs);
+      bd::values<1>(p16 + r, j0 / 2, (j1 + 1) / 2, j0 % 2 != 0, j1 % 2 != 0, head_dim, out + r,
+                    pairs);
     };
-    for (index_t g0 = 0; g0 < nr; g0 += RV) {
-      const index_t ng = nr - g0 < RV ? nr - g0 : RV;
-      index_t lo, hi;
-      common_keys(begin + g0, end + g0, ng, kt, lo, hi);
-      const index_t lo_pair = (lo + 1) / 2, hi_pair = hi / 2;  // whole pairs inside [lo, hi)
-      if (lo_pair >= hi_pair) {
-        for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], end[r]);
-        continue;
-      }
-      for (index_t r = g0; r < g0 + ng; ++r) alone(r, begin[r], 2 * lo_pair);
-      bd::values_rows<RV>(ng, p16 + g0, lo_pair, hi_pair, false, false, head_dim, out + g0, pairs);
-      for (index_t r = g0; r < g0 + ng; ++r) alone(r, 2 * hi_pair, end[r]);
-    }
+    // whole pairs only together: [lo, hi) even
+    auto together = [&](index_t g0, index_t ng, index_t lo, index_t hi) {
+      bd::values_rows<RV>(ng, p16 + g0, lo / 2, hi / 2, false, false, head_dim, out + g0, pairs);
+    };
+    split_values(nr, RV, 2, begin, end, kt, alone, together);
   }
 };
 #endif
@@ -543,16 +541,16 @@ void attend_tiled(const query_rows<TQ>& rows, const Spans& spans, row_mask mask,
           float* out[RQ];
           const float* p[RQ];
           index_t begin[RQ], end[RQ];  // row r sees the keys [begin, end) of this tile
-          bool seen = false;
+          bool any_key = false;
           for (index_t r = 0; r < nr; ++r) {
             const index_t vis = visible(r0 + r) - j0, hid = hidden(r0 + r) - j0;
             end[r] = vis < 0 ? 0 : (vis < kt ? vis : kt);
             begin[r] = hid < 0 ? 0 : (hid < end[r] ? hid : end[r]);
-            seen = seen || begin[r] < end[r];
+            any_key = any_key || begin[r] < end[r];
           }
           // a micro-group beyond its rows' causal edge or before their window edge: nothing
           // to add (a chunk of 256 rows leaves a triangle of such tiles at each edge)
-          if (!seen) continue;
+          if (!any_key) continue;
           for (index_t r = 0; r < nr; ++r) {
             if (!one_group) tiles.set_query(int(r), rows.q + (r0 + r) * rows.q_stride);
             out[r] = rows.out + (r0 + r) * rows.out_stride;
