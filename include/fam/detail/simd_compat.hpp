@@ -35,14 +35,21 @@ inline float reduce_add(const fbatch<Arch>& x) noexcept {
 #endif
 }
 
-/// Largest lane (NaN lanes ignored unless all are NaN, like std::fmax).
+/// Largest lane of x, which holds no NaN (the caller tests for NaN itself). A tree of log2(n)
+/// steps: the softmax takes one per row and tile, and a chain of n - 1 dependent compares there
+/// cost 4-5 % of a whole prefill (BSWA fp32 186-191 -> 180-181 ms, bf16 146-153 -> 142 ms).
 template <class Arch>
 inline float reduce_max(const fbatch<Arch>& x) noexcept {
-  alignas(64) float lanes[fbatch<Arch>::size];
+  constexpr std::size_t n = fbatch<Arch>::size;
+#if defined(__AVX512F__)
+  if constexpr (n == 16) return _mm512_reduce_max_ps(x);
+#endif
+  alignas(64) float lanes[n];
   x.store_aligned(lanes);
-  float m = lanes[0];
-  for (std::size_t i = 1; i < fbatch<Arch>::size; ++i) m = lanes[i] > m ? lanes[i] : m;
-  return m;
+  for (std::size_t w = n / 2; w > 0; w /= 2)
+    for (std::size_t i = 0; i < w; ++i)
+      lanes[i] = lanes[i + w] > lanes[i] ? lanes[i + w] : lanes[i];
+  return lanes[0];
 }
 
 /// Keeps x in a register from here on: an empty asm that claims to modify it. g++ otherwise
