@@ -203,7 +203,8 @@ void run(fuzz::bytes_in& in, const cfg_t& c, std::uint32_t kv_code) {
   }
   FUZZ_CHECK(blob_of(target) == blob, "an accepted blob does not save back to itself");
   FUZZ_CHECK(target.tokens() == load<std::int64_t>(blob, kTokens), "tokens() after restore");
-  // the restored state takes tokens: up to the end of its block, in the status of its phase
+  // the restored state takes tokens: up to the end of its block, in the status of its phase,
+  // unless they would take it past max_tokens (too_large, checked first, state unchanged)
   const index_t n = std::min<index_t>(2, B - target.block_offset());
   std::vector<float> out(static_cast<std::size_t>(n * H * D), 0.0f);
   index_t consumed = 0;
@@ -211,11 +212,16 @@ void run(fuzz::bytes_in& in, const cfg_t& c, std::uint32_t kv_code) {
                               : target.phase() == fam::fam_phase::pending
                                   ? status::fam_update_pending
                                   : status::ok;
+  const status want_attend =
+      n > fam::max_tokens - target.tokens() ? status::too_large : phase_status;
   const status s = fam::attend(target, fam::make_view<const float>(x.data(), n, H, D),
                                fam::make_view<const float>(x.data(), n, Hkv, D),
                                fam::make_view<const float>(x.data(), n, Hkv, D),
                                fam::make_view(out.data(), n, H, D), {}, &consumed);
-  if (s != phase_status) FUZZ_CHECK(false, "attend after restore: '%s'", fam::to_string(s));
+  FUZZ_CHECK(s == want_attend, "attend after restore: '%s', documented '%s'", fam::to_string(s),
+             fam::to_string(want_attend));
+  if (s != status::ok)
+    FUZZ_CHECK(consumed == 0 && blob_of(target) == blob, "a refused attend changed the state");
 }
 
 }  // namespace
