@@ -77,24 +77,35 @@ template <class Arch>
 inline constexpr index_t width = static_cast<index_t>(fbatch<Arch>::size);
 /// Keys per tile (32: a K^T tile and a V tile of D = 128 fit in L1 together).
 inline constexpr index_t key_tile = 32;
-/// Vectors of keys per score micro-kernel, and rows: as many as the register file holds
-/// (32 vector registers with AVX-512, 16 below).
+/// Shapes of the micro-kernels: R rows x V vectors of accumulators, plus V loaded vectors and
+/// one broadcast, as many as the register file holds (32 vector registers with AVX-512, 16
+/// below: 6 x 2 there, as 3 x 4 would need 17 and spill).
+/// Score kernel: vectors of keys per pass over the dims, and rows.
 template <class Arch>
-inline constexpr index_t score_vectors = key_tile / width<Arch> < 4 ? key_tile / width<Arch> : 4;
+inline constexpr index_t score_vectors = 2;
 template <class Arch>
-inline constexpr int score_rows = width<Arch> >= 16 ? 12 : 3;
-/// Rows of the value micro-kernel (4 vectors of dims each); divides score_rows.
+inline constexpr int score_rows = width<Arch> >= 16 ? 12 : 6;
+/// Value kernel: vectors of dims per pass over the keys, and rows (divides score_rows).
 template <class Arch>
-inline constexpr int value_rows = width<Arch> >= 16 ? 6 : 3;
+inline constexpr int value_vectors = width<Arch> >= 16 ? 4 : 2;
+template <class Arch>
+inline constexpr int value_rows = 6;
+/// A tile read for one row group only (decode) comes from DRAM: there each K^T dim row and each
+/// value row had better be read in one run, not in pieces one pass of the tile apart. With 16
+/// registers: scores for rows in pairs over all the tile's keys (4 vectors with AVX2), values
+/// row by row over 8 vectors of dims.
+template <class Arch>
+inline constexpr index_t streamed_score_vectors =
+    key_tile / width<Arch> < 4 ? key_tile / width<Arch> : 4;
 
 /// s[r][0, KT) = Q[r] . K^T[:, 0, KT) for R rows; kt holds D rows of KT keys, kt_stride apart,
 /// as fp32 or as bf16/fp16 widened on load. Each lane accumulates its own sequential FMA chain
 /// over d.
-template <class Arch, int R, class TE>
+template <class Arch, int R, class TE, index_t V = score_vectors<Arch>>
 inline void scores(const float* const* q, const TE* kt, index_t kt_stride, index_t head_dim,
                    float* s) noexcept {
   using b = fbatch<Arch>;
-  constexpr index_t W = width<Arch>, KT = key_tile, V = score_vectors<Arch>;
+  constexpr index_t W = width<Arch>, KT = key_tile;
   for (index_t k0 = 0; k0 < KT; k0 += V * W) {
     b acc[R][V];
     for (int r = 0; r < R; ++r)
@@ -119,7 +130,7 @@ inline void scores(const float* const* q, const TE* kt, index_t kt_stride, index
 /// out[r][:] += sum_{j in [j0, j1)} p[r][j] * V[j][:] for R rows (V as fp32, or bf16/fp16
 /// widened on load), V vectors of dims at a time; per element a sequential FMA chain over j, so
 /// splitting [j0, j1), regrouping rows or changing V changes nothing.
-template <class Arch, int R, class TE, int V = 4>
+template <class Arch, int R, class TE, int V = value_vectors<Arch>>
 inline void accumulate_values(const float* const* p, index_t j0, index_t j1, const TE* v,
                               index_t v_stride, float* const* out, index_t head_dim) noexcept {
   using b = fbatch<Arch>;
@@ -263,11 +274,11 @@ inline void split_values(index_t nr, index_t group, index_t step, const index_t*
 /// row r over its keys [begin[r], end[r]): per value micro-group, the keys all its rows see
 /// together, the others row by row, each row in key order (a key a row does not see is never
 /// multiplied: its value may be non-finite).
-/// `streamed`: the tile comes from memory for these rows only (decode). Then, with 32 vector
-/// registers, rows go in pairs over 8 vectors of dims, so that each value row is read as one
-/// run rather than in 4-vector pieces a tile apart: the prefetchers stream that better (fp32
-/// decode from DRAM 15.5 -> 18 GB/s), while a tile that many rows reuse from L1 is faster with
-/// 6 rows of 4 vectors.
+/// `streamed`: the tile comes from memory for these rows only (decode). Then rows go in pairs
+/// (32 vector registers) or one by one (16) over 8 vectors of dims, so that each value row is
+/// read in long runs rather than in pieces a tile apart: the prefetchers stream that better
+/// (AVX-512 fp32 decode from DRAM 15.5 -> 18 GB/s), while a tile that many rows reuse from L1
+/// is faster with the value_rows x value_vectors kernel.
 template <class Arch, class TE>
 inline void accumulate_tile(index_t nr, const float* const* p, const index_t* begin,
                             const index_t* end, float* const* out, index_t kt, const TE* v,
@@ -276,15 +287,16 @@ inline void accumulate_tile(index_t nr, const float* const* p, const index_t* be
   auto alone = [&](index_t r, index_t j0, index_t j1) {
     accumulate_values<Arch, 1>(p + r, j0, j1, v, v_stride, out + r, head_dim);
   };
-  const bool whole_rows = streamed && width<Arch> >= 16 && head_dim % (8 * width<Arch>) == 0;
+  constexpr int SV = 8, pair = width<Arch> >= 16 ? 2 : 1;
+  const bool long_runs = streamed && head_dim % (SV * width<Arch>) == 0;
   auto together = [&](index_t g0, index_t ng, index_t lo, index_t hi) {
-    if (!whole_rows)
+    if (!long_runs)
       return accumulate_rows<Arch, RV>(ng, p + g0, lo, hi, v, v_stride, out + g0, head_dim);
-    for (index_t r = g0; r < g0 + ng; r += 2) {
-      if (r + 1 < g0 + ng)
-        accumulate_values<Arch, 2, TE, 8>(p + r, lo, hi, v, v_stride, out + r, head_dim);
+    for (index_t r = g0; r < g0 + ng; r += pair) {
+      if (pair == 2 && r + 1 < g0 + ng)
+        accumulate_values<Arch, 2, TE, SV>(p + r, lo, hi, v, v_stride, out + r, head_dim);
       else
-        accumulate_values<Arch, 1, TE, 8>(p + r, lo, hi, v, v_stride, out + r, head_dim);
+        accumulate_values<Arch, 1, TE, SV>(p + r, lo, hi, v, v_stride, out + r, head_dim);
     }
   };
   split_values(nr, RV, 1, begin, end, kt, alone, together);
@@ -382,9 +394,20 @@ struct fp32_tiles {
     }
   }
   void scores(index_t nr, float* s) const noexcept {
-    if (ktile_stored != nullptr)
-      return scores_rows<Arch, group_rows>(nr, q, ktile_stored, kt_stride, head_dim, s);
-    scores_rows<Arch, group_rows>(nr, q, ktile, kt_stride, head_dim, s);
+    if (ktile_stored != nullptr) return scores_of(nr, ktile_stored, s);
+    scores_of(nr, ktile, s);
+  }
+  template <class TE>
+  void scores_of(index_t nr, const TE* kt, float* s) const noexcept {
+    constexpr index_t SV = streamed_score_vectors<Arch>;
+    if (!direct || SV == score_vectors<Arch>)
+      return scores_rows<Arch, group_rows>(nr, q, kt, kt_stride, head_dim, s);
+    for (index_t r = 0; r < nr; r += 2) {  // see streamed_score_vectors
+      if (r + 1 < nr)
+        simd_detail::scores<Arch, 2, TE, SV>(q + r, kt, kt_stride, head_dim, s + r * key_tile);
+      else
+        simd_detail::scores<Arch, 1, TE, SV>(q + r, kt, kt_stride, head_dim, s + r * key_tile);
+    }
   }
   fbatch<Arch> round(const fbatch<Arch>& p) const noexcept { return p; }
   void to_weights(index_t, const float*) noexcept {}
