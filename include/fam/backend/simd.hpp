@@ -97,6 +97,10 @@ inline constexpr int value_rows = 6;
 template <class Arch>
 inline constexpr index_t streamed_score_vectors =
     key_tile / width<Arch> < 4 ? key_tile / width<Arch> : 4;
+template <class Arch>
+inline constexpr int streamed_value_vectors = 8;
+template <class Arch>
+inline constexpr int streamed_value_rows = width<Arch> >= 16 ? 2 : 1;
 
 /// s[r][0, KT) = Q[r] . K^T[:, 0, KT) for R rows; kt holds D rows of KT keys, kt_stride apart,
 /// as fp32 or as bf16/fp16 widened on load. Each lane accumulates its own sequential FMA chain
@@ -274,8 +278,8 @@ inline void split_values(index_t nr, index_t group, index_t step, const index_t*
 /// row r over its keys [begin[r], end[r]): per value micro-group, the keys all its rows see
 /// together, the others row by row, each row in key order (a key a row does not see is never
 /// multiplied: its value may be non-finite).
-/// `streamed`: the tile comes from memory for these rows only (decode). Then rows go in pairs
-/// (32 vector registers) or one by one (16) over 8 vectors of dims, so that each value row is
+/// `streamed`: the tile comes from memory for these rows only (decode). Then rows go
+/// streamed_value_rows at a time over streamed_value_vectors of dims, so that each value row is
 /// read in long runs rather than in pieces a tile apart: the prefetchers stream that better
 /// (AVX-512 fp32 decode from DRAM 15.5 -> 18 GB/s), while a tile that many rows reuse from L1
 /// is faster with the value_rows x value_vectors kernel.
@@ -287,7 +291,7 @@ inline void accumulate_tile(index_t nr, const float* const* p, const index_t* be
   auto alone = [&](index_t r, index_t j0, index_t j1) {
     accumulate_values<Arch, 1>(p + r, j0, j1, v, v_stride, out + r, head_dim);
   };
-  constexpr int SV = 8, pair = width<Arch> >= 16 ? 2 : 1;
+  constexpr int SV = streamed_value_vectors<Arch>, pair = streamed_value_rows<Arch>;
   const bool long_runs = streamed && head_dim % (SV * width<Arch>) == 0;
   auto together = [&](index_t g0, index_t ng, index_t lo, index_t hi) {
     if (!long_runs)
