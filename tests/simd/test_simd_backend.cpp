@@ -362,59 +362,62 @@ TEST_SUITE("simd") {
   }
 
   // Decode (one query row per head, so one row group per call) reads bf16/fp16 tiles of the
-  // ring and of the FAM keys in place and widens or interleaves them in registers, and streams
-  // value rows whole (rows in pairs over 8 vectors of dims when D is a multiple of 8 vectors);
-  // a block at a time packs each tile once for all its rows and runs 6-row value kernels. Both
-  // must give the same bits, for head dims on and off the vector width, row groups of 2, 3 and
-  // 4 heads, FAM tiles whole (F = 32, 64) and partial.
+  // ring and of the FAM keys in place and widens or interleaves them in registers, and either
+  // streams value rows whole (32 registers: rows in pairs over 8 vectors of dims when D is a
+  // multiple of 8 vectors) or prefetches the next tile (16 registers: blocks of B = 100 keys
+  // have tiles followed by a whole one, B = 40 none); a block at a time packs each tile once for
+  // all its rows and runs 6-row value kernels. Both must give the same bits, for head dims on
+  // and off the vector width, row groups of 2, 3 and 4 heads, FAM tiles whole (F = 32, 64) and
+  // partial.
   TEST_CASE("decode reading tiles in place gives bitwise the block-at-a-time run") {
     testing::rng rng(testing::base_seed() + 76);
     const index_t heads[][2] = {{4, 1}, {4, 2}, {3, 1}};  // row groups of 4, 2 and 3 rows
     auto check_type = [&](auto tag, const char* name) {
       using T = decltype(tag);
-      for (index_t D : {8, 20, 64, 80, 128})
-        for (index_t F : {0, 33, 64})
-          for (const auto& hh : heads) {
-            const index_t B = 40, M = 2, H = hh[0], Hkv = hh[1], L = 5 * B + 7;
-            fam::attention_config<> cfg(D, B, M, F);
-            cfg.set_heads(H, Hkv);
-            auto convert = [](const std::vector<float>& v) {
-              std::vector<T> r(v.size());
-              for (std::size_t i = 0; i < v.size(); ++i) r[i] = fam::from_float<T>(v[i]);
-              return r;
-            };
-            const std::vector<T> q = convert(rng.floats(L * H * D)),
-                                 k = convert(rng.floats(L * Hkv * D)),
-                                 v = convert(rng.floats(L * Hkv * D)),
-                                 phi = convert(rng.floats(std::max<index_t>(F, 1) * H * D));
-            auto stream = [&](index_t chunk) {
-              fam::layer_state<fam::attention_config<>, T> st;
-              REQUIRE(st.init(cfg) == fam::status::ok);
-              if (F > 0) {
-                const auto pq = fam::make_view(phi.data(), F, H, D);
-                const auto pkv = fam::make_view(phi.data(), F, Hkv, D);
-                REQUIRE(fam::begin_fam(st, pq, pkv, pkv) == fam::status::ok);
-              }
-              std::vector<float> out(L * H * D);
-              for (index_t done = 0, n = 0; done < L; done += n) {
-                const index_t c = std::min(chunk, L - done);
-                REQUIRE(fam::attend(st, fam::make_view(q.data(), L, H, D).rows_from(done, c),
-                                    fam::make_view(k.data(), L, Hkv, D).rows_from(done, c),
-                                    fam::make_view(v.data(), L, Hkv, D).rows_from(done, c),
-                                    fam::make_view(out.data(), L, H, D).rows_from(done, c), {}, &n,
-                                    fam::simd_backend<>{}) == fam::status::ok);
-                if (st.phase() == fam::fam_phase::pending) {
-                  const auto uf = st.fam_output();  // weight-free update (SPEC §6)
-                  const fam::tensor_view<const float> ukv{uf.data,       F, Hkv, D, uf.row_stride,
-                                                          uf.head_stride};
-                  REQUIRE(fam::update_fam(st, uf, ukv, ukv) == fam::status::ok);
+      for (index_t B : {40, 100})
+        for (index_t D : {8, 20, 64, 80, 128})
+          for (index_t F : {0, 33, 64})
+            for (const auto& hh : heads) {
+              const index_t M = 2, H = hh[0], Hkv = hh[1], L = 5 * B + 7;
+              fam::attention_config<> cfg(D, B, M, F);
+              cfg.set_heads(H, Hkv);
+              auto convert = [](const std::vector<float>& v) {
+                std::vector<T> r(v.size());
+                for (std::size_t i = 0; i < v.size(); ++i) r[i] = fam::from_float<T>(v[i]);
+                return r;
+              };
+              const std::vector<T> q = convert(rng.floats(L * H * D)),
+                                   k = convert(rng.floats(L * Hkv * D)),
+                                   v = convert(rng.floats(L * Hkv * D)),
+                                   phi = convert(rng.floats(std::max<index_t>(F, 1) * H * D));
+              auto stream = [&](index_t chunk) {
+                fam::layer_state<fam::attention_config<>, T> st;
+                REQUIRE(st.init(cfg) == fam::status::ok);
+                if (F > 0) {
+                  const auto pq = fam::make_view(phi.data(), F, H, D);
+                  const auto pkv = fam::make_view(phi.data(), F, Hkv, D);
+                  REQUIRE(fam::begin_fam(st, pq, pkv, pkv) == fam::status::ok);
                 }
-              }
-              return out;
-            };
-            INFO(name, " D=", D, " F=", F, " H=", H, " Hkv=", Hkv);
-            CHECK(testing::bitwise_equal(stream(1), stream(L)));
-          }
+                std::vector<float> out(L * H * D);
+                for (index_t done = 0, n = 0; done < L; done += n) {
+                  const index_t c = std::min(chunk, L - done);
+                  REQUIRE(fam::attend(st, fam::make_view(q.data(), L, H, D).rows_from(done, c),
+                                      fam::make_view(k.data(), L, Hkv, D).rows_from(done, c),
+                                      fam::make_view(v.data(), L, Hkv, D).rows_from(done, c),
+                                      fam::make_view(out.data(), L, H, D).rows_from(done, c), {},
+                                      &n, fam::simd_backend<>{}) == fam::status::ok);
+                  if (st.phase() == fam::fam_phase::pending) {
+                    const auto uf = st.fam_output();  // weight-free update (SPEC §6)
+                    const fam::tensor_view<const float> ukv{uf.data,       F, Hkv, D, uf.row_stride,
+                                                            uf.head_stride};
+                    REQUIRE(fam::update_fam(st, uf, ukv, ukv) == fam::status::ok);
+                  }
+                }
+                return out;
+              };
+              INFO(name, " B=", B, " D=", D, " F=", F, " H=", H, " Hkv=", Hkv);
+              CHECK(testing::bitwise_equal(stream(1), stream(L)));
+            }
     };
     check_type(float{}, "fp32");
     check_type(fam::bf16{}, "bf16");

@@ -6,7 +6,8 @@
 //               the ring, which stores K^T per tile of 32 keys, else packed/widened to fp32;
 //               bf16_dot_tiles: K^T and V re-laid as bf16 pairs for vdpbf16ps); a call of one
 //               row group (decode) reads bf16/fp16 tiles in place and widens or re-lays them
-//               in registers instead, since no other row would reuse a prepared copy;
+//               in registers instead, since no other row would reuse a prepared copy, and
+//               (16-register ISAs) prefetches the next tile while it works on this one;
 //     per micro-group of rows: S = Q K^T (register-blocked), boundary tiles masked per row,
 //               online softmax (running max m, sum l, rescale of the output rows),
 //               O += P V (register-blocked).
@@ -90,32 +91,52 @@ template <class Arch>
 inline constexpr int value_vectors = width<Arch> >= 16 ? 4 : 2;
 template <class Arch>
 inline constexpr int value_rows = 6;
-/// A tile read for one row group only (decode) comes from DRAM: there each K^T dim row and each
-/// value row had better be read in one run, not in pieces one pass of the tile apart. With 16
-/// registers: scores for rows in pairs over all the tile's keys (4 vectors with AVX2), values
-/// row by row over 8 vectors of dims.
+/// A tile read for one row group only (decode) comes from DRAM, and the work on it takes about
+/// as long as reading it. The hardware prefetchers alone do not overlap the two. Two answers:
+/// - with 32 registers (AVX-512), values for rows in pairs over 8 vectors of dims (a whole
+///   value row of D = 128), so that each value row is read in one run (fp32 decode 15.5 -> 18
+///   GB/s on the AVX-512 machine);
+/// - with 16 registers, the prefill kernels, and the kernels prefetch the next tile one cache
+///   line per step of their inner loops, spread over this tile's work (AVX2, Zen 3: fp32 decode
+///   21 -> 17 ms per token, bf16 36 -> 22 ms; the rows-in-long-runs shapes it replaces widened
+///   each bf16 value up to 4 times). Not measured on AVX-512, where an earlier prefetch of whole
+///   tiles at once was slower, so it stays off there.
 template <class Arch>
-inline constexpr index_t streamed_score_vectors =
-    key_tile / width<Arch> < 4 ? key_tile / width<Arch> : 4;
+inline constexpr bool streamed_value_runs = width<Arch> >= 16;
 template <class Arch>
 inline constexpr int streamed_value_vectors = 8;
 template <class Arch>
-inline constexpr int streamed_value_rows = width<Arch> >= 16 ? 2 : 1;
+inline constexpr bool prefetch_next_tile = width<Arch> < 16;
+inline constexpr index_t cache_line = 64;
+
+/// The cache lines [next, end) of the tile after the current one, handed out one at a time to
+/// the steps of the kernels' inner loops (see prefetch_next_tile). A hint: changes no value.
+struct next_tile_lines {
+  const char* next = nullptr;
+  const char* end = nullptr;
+  void prefetch_one() noexcept {
+    if (next < end) {
+      simd::prefetch_line(next);
+      next += cache_line;
+    }
+  }
+};
 
 /// s[r][0, KT) = Q[r] . K^T[:, 0, KT) for R rows; kt holds D rows of KT keys, kt_stride apart,
 /// as fp32 or as bf16/fp16 widened on load. Each lane accumulates its own sequential FMA chain
-/// over d.
-template <class Arch, int R, class TE, index_t V = score_vectors<Arch>>
+/// over d. With Prefetch, one line of `next` per step over d.
+template <class Arch, int R, class TE, bool Prefetch = false>
 inline void scores(const float* const* q, const TE* kt, index_t kt_stride, index_t head_dim,
-                   float* s) noexcept {
+                   float* s, next_tile_lines* next = nullptr) noexcept {
   using b = fbatch<Arch>;
-  constexpr index_t W = width<Arch>, KT = key_tile;
+  constexpr index_t W = width<Arch>, KT = key_tile, V = score_vectors<Arch>;
   for (index_t k0 = 0; k0 < KT; k0 += V * W) {
     b acc[R][V];
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < V; ++c) acc[r][c] = b(0.0f);
     for (index_t d = 0; d < head_dim; ++d) {
       const TE* row = kt + d * kt_stride + k0;
+      if constexpr (Prefetch) next->prefetch_one();
       b k[V];
       for (int c = 0; c < V; ++c) {
         k[c] = simd::load_float<Arch>(row + c * W);
@@ -133,10 +154,12 @@ inline void scores(const float* const* q, const TE* kt, index_t kt_stride, index
 
 /// out[r][:] += sum_{j in [j0, j1)} p[r][j] * V[j][:] for R rows (V as fp32, or bf16/fp16
 /// widened on load), V vectors of dims at a time; per element a sequential FMA chain over j, so
-/// splitting [j0, j1), regrouping rows or changing V changes nothing.
-template <class Arch, int R, class TE, int V = value_vectors<Arch>>
+/// splitting [j0, j1), regrouping rows or changing V changes nothing. With Prefetch, one line
+/// of `next` per step over j.
+template <class Arch, int R, class TE, int V = value_vectors<Arch>, bool Prefetch = false>
 inline void accumulate_values(const float* const* p, index_t j0, index_t j1, const TE* v,
-                              index_t v_stride, float* const* out, index_t head_dim) noexcept {
+                              index_t v_stride, float* const* out, index_t head_dim,
+                              next_tile_lines* next = nullptr) noexcept {
   using b = fbatch<Arch>;
   constexpr index_t W = width<Arch>;
   index_t d0 = 0;
@@ -145,6 +168,7 @@ inline void accumulate_values(const float* const* p, index_t j0, index_t j1, con
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < V; ++c) acc[r][c] = b::load_unaligned(out[r] + d0 + c * W);
     for (index_t j = j0; j < j1; ++j) {
+      if constexpr (Prefetch) next->prefetch_one();
       b vv[V];
       // no keep_in_register here: with g++ folding these loads into the FMAs, decode from
       // DRAM measured 14.5 GB/s instead of 12.5 (L3-resident tiles only slightly slower)
@@ -174,23 +198,28 @@ inline void accumulate_values(const float* const* p, index_t j0, index_t j1, con
 }
 
 /// scores<Arch, n> for a run-time row count 1 <= n <= N.
-template <class Arch, int N, class TE>
+template <class Arch, int N, class TE, bool Prefetch = false>
 inline void scores_rows(index_t n, const float* const* q, const TE* kt, index_t kt_stride,
-                        index_t head_dim, float* s) noexcept {
+                        index_t head_dim, float* s, next_tile_lines* next = nullptr) noexcept {
   if constexpr (N > 1) {
-    if (n < N) return scores_rows<Arch, N - 1>(n, q, kt, kt_stride, head_dim, s);
+    if (n < N)
+      return scores_rows<Arch, N - 1, TE, Prefetch>(n, q, kt, kt_stride, head_dim, s, next);
   }
-  scores<Arch, N>(q, kt, kt_stride, head_dim, s);
+  scores<Arch, N, TE, Prefetch>(q, kt, kt_stride, head_dim, s, next);
 }
 
 /// accumulate_values<Arch, n> for a run-time row count 1 <= n <= N.
-template <class Arch, int N, class TE>
+template <class Arch, int N, class TE, bool Prefetch = false>
 inline void accumulate_rows(index_t n, const float* const* p, index_t j0, index_t j1, const TE* v,
-                            index_t v_stride, float* const* out, index_t head_dim) noexcept {
+                            index_t v_stride, float* const* out, index_t head_dim,
+                            next_tile_lines* next = nullptr) noexcept {
   if constexpr (N > 1) {
-    if (n < N) return accumulate_rows<Arch, N - 1>(n, p, j0, j1, v, v_stride, out, head_dim);
+    if (n < N)
+      return accumulate_rows<Arch, N - 1, TE, Prefetch>(n, p, j0, j1, v, v_stride, out, head_dim,
+                                                        next);
   }
-  accumulate_values<Arch, N>(p, j0, j1, v, v_stride, out, head_dim);
+  accumulate_values<Arch, N, TE, value_vectors<Arch>, Prefetch>(p, j0, j1, v, v_stride, out,
+                                                                head_dim, next);
 }
 
 template <class T>
@@ -278,26 +307,28 @@ inline void split_values(index_t nr, index_t group, index_t step, const index_t*
 /// row r over its keys [begin[r], end[r]): per value micro-group, the keys all its rows see
 /// together, the others row by row, each row in key order (a key a row does not see is never
 /// multiplied: its value may be non-finite).
-/// `streamed`: the tile comes from memory for these rows only (decode). Then rows go
-/// streamed_value_rows at a time over streamed_value_vectors of dims, so that each value row is
-/// read in long runs rather than in pieces a tile apart: the prefetchers stream that better
-/// (AVX-512 fp32 decode from DRAM 15.5 -> 18 GB/s), while a tile that many rows reuse from L1
-/// is faster with the value_rows x value_vectors kernel.
+/// `streamed`: the tile comes from memory for these rows only (decode; see
+/// streamed_value_runs): with 32 registers, rows in pairs over streamed_value_vectors of dims;
+/// with `next` (16 registers), the value_rows x value_vectors kernel prefetching the next tile.
 template <class Arch, class TE>
 inline void accumulate_tile(index_t nr, const float* const* p, const index_t* begin,
                             const index_t* end, float* const* out, index_t kt, const TE* v,
-                            index_t v_stride, index_t head_dim, bool streamed) noexcept {
-  constexpr int RV = value_rows<Arch>;
+                            index_t v_stride, index_t head_dim, bool streamed,
+                            next_tile_lines* next = nullptr) noexcept {
+  constexpr int RV = value_rows<Arch>, SV = streamed_value_vectors<Arch>;
   auto alone = [&](index_t r, index_t j0, index_t j1) {
     accumulate_values<Arch, 1>(p + r, j0, j1, v, v_stride, out + r, head_dim);
   };
-  constexpr int SV = streamed_value_vectors<Arch>, pair = streamed_value_rows<Arch>;
-  const bool long_runs = streamed && head_dim % (SV * width<Arch>) == 0;
+  const bool long_runs =
+      streamed_value_runs<Arch> && streamed && head_dim % (SV * width<Arch>) == 0;
   auto together = [&](index_t g0, index_t ng, index_t lo, index_t hi) {
+    if (next != nullptr)
+      return accumulate_rows<Arch, RV, TE, true>(ng, p + g0, lo, hi, v, v_stride, out + g0,
+                                                 head_dim, next);
     if (!long_runs)
       return accumulate_rows<Arch, RV>(ng, p + g0, lo, hi, v, v_stride, out + g0, head_dim);
-    for (index_t r = g0; r < g0 + ng; r += pair) {
-      if (pair == 2 && r + 1 < g0 + ng)
+    for (index_t r = g0; r < g0 + ng; r += 2) {
+      if (r + 1 < g0 + ng)
         accumulate_values<Arch, 2, TE, SV>(p + r, lo, hi, v, v_stride, out + r, head_dim);
       else
         accumulate_values<Arch, 1, TE, SV>(p + r, lo, hi, v, v_stride, out + r, head_dim);
@@ -326,7 +357,8 @@ inline auto key_tile_in_place(const Span& span, index_t j0, index_t kt,
 /// The fp32 tiles: K^T and V as fp32 (in place when stored so, else widened), queries widened
 /// per row group, FMA micro-kernels. With `direct` (a call of one row group: decode), bf16/fp16
 /// tiles that can be read in place are widened in registers by the micro-kernels instead of
-/// into buffers: the same values, without writing and re-reading 3x the tile's bytes.
+/// into buffers: the same values, without writing and re-reading 3x the tile's bytes; and, with
+/// prefetch_next_tile, the kernels prefetch the span's next tile (ring tiles only).
 template <class Arch, class TQ, class TK>
 struct fp32_tiles {
   static constexpr int group_rows = score_rows<Arch>;
@@ -343,12 +375,22 @@ struct fp32_tiles {
   index_t kt_stride = key_tile;
   index_t v_stride = 0;
   const float* q[group_rows];
+  next_tile_lines next_k, next_v;  // lines of the next tile to prefetch (both empty if none)
 
   /// Makes the tile's keys [j0, j0 + kt) usable; returns whether K^T was read in place.
   template <class Span>
   bool load(const Span& span, index_t j0, index_t kt) noexcept {
     const TK* kt_in_place = key_tile_in_place(span, j0, kt, kt_stride);
     ktile_stored = vtile_stored = nullptr;
+    next_k = next_v = next_tile_lines{};
+    if (prefetch_next_tile<Arch> && direct && span.k_tile == key_tile &&
+        span.v_stride == head_dim && j0 + 2 * key_tile <= span.count) {
+      const auto bytes = static_cast<std::size_t>(key_tile * head_dim) * sizeof(TK);
+      const char* k = reinterpret_cast<const char*>(span.key(j0 + key_tile));
+      const char* v = reinterpret_cast<const char*>(span.v + (j0 + key_tile) * head_dim);
+      next_k = next_tile_lines{k, k + bytes};
+      next_v = next_tile_lines{v, v + bytes};
+    }
     if constexpr (std::is_same_v<TK, float>) {
       vtile = span.v + j0 * span.v_stride;
       v_stride = span.v_stride;
@@ -397,30 +439,25 @@ struct fp32_tiles {
       q[r] = q_buf + r * DMAX;
     }
   }
-  void scores(index_t nr, float* s) const noexcept {
+  void scores(index_t nr, float* s) noexcept {
     if (ktile_stored != nullptr) return scores_of(nr, ktile_stored, s);
     scores_of(nr, ktile, s);
   }
   template <class TE>
-  void scores_of(index_t nr, const TE* kt, float* s) const noexcept {
-    constexpr index_t SV = streamed_score_vectors<Arch>;
-    if (!direct || SV == score_vectors<Arch>)
-      return scores_rows<Arch, group_rows>(nr, q, kt, kt_stride, head_dim, s);
-    for (index_t r = 0; r < nr; r += 2) {  // see streamed_score_vectors
-      if (r + 1 < nr)
-        simd_detail::scores<Arch, 2, TE, SV>(q + r, kt, kt_stride, head_dim, s + r * key_tile);
-      else
-        simd_detail::scores<Arch, 1, TE, SV>(q + r, kt, kt_stride, head_dim, s + r * key_tile);
-    }
+  void scores_of(index_t nr, const TE* kt, float* s) noexcept {
+    if (next_k.next != nullptr)
+      return scores_rows<Arch, group_rows, TE, true>(nr, q, kt, kt_stride, head_dim, s, &next_k);
+    scores_rows<Arch, group_rows>(nr, q, kt, kt_stride, head_dim, s);
   }
   fbatch<Arch> round(const fbatch<Arch>& p) const noexcept { return p; }
   void to_weights(index_t, const float*) noexcept {}
   void values(index_t nr, const float* const* p, const index_t* begin, const index_t* end,
-              float* const* out, index_t kt) const noexcept {
+              float* const* out, index_t kt) noexcept {
+    next_tile_lines* next = next_v.next != nullptr ? &next_v : nullptr;
     if (vtile_stored != nullptr)
       return accumulate_tile<Arch>(nr, p, begin, end, out, kt, vtile_stored, v_stride, head_dim,
-                                   direct);
-    accumulate_tile<Arch>(nr, p, begin, end, out, kt, vtile, v_stride, head_dim, direct);
+                                   direct, next);
+    accumulate_tile<Arch>(nr, p, begin, end, out, kt, vtile, v_stride, head_dim, direct, next);
   }
 };
 
