@@ -6,7 +6,8 @@
 //       blocks of history, through a streaming layer_state (K^T in place, the engine path);
 //       full and swa through the whole-sequence call on (M+1)*B tokens
 //   decode/<variant>/<dtype>/...   one token per layer over enough layers that the K/V read
-//       per step is >= 256 MiB (cache-cold, as in an engine), bytes/s counted from visible rows
+//       per step is >= 256 MiB (cache-cold, as in an engine), bytes/s counted from visible rows;
+//       FAM_BENCH_DECODE_MIB=n sets that size (1: one layer, read from cache: the compute bound)
 //   ref/...                        the references
 //
 // Counters: useful GFLOP/s (4*D per visible query-key pair, fam::visible_pairs), tokens/s,
@@ -248,7 +249,14 @@ void BM_prefill(benchmark::State& state, shape s) {
   set_counters(state, flops, tokens);
 }
 
-/// Decode: one token for each of `layers` states whose rings together hold >= 256 MiB.
+/// MiB of rings the decode benchmarks read per step (FAM_BENCH_DECODE_MIB, default 256).
+std::size_t decode_mib() {
+  const char* env = std::getenv("FAM_BENCH_DECODE_MIB");
+  const long mib = env != nullptr ? std::atol(env) : 256;
+  return mib > 0 ? std::size_t(mib) : 256;
+}
+
+/// Decode: one token for each of `layers` states whose rings together hold >= decode_mib().
 template <class T>
 void BM_decode(benchmark::State& state, shape s) {
   const config cfg = make_config(s);
@@ -257,7 +265,7 @@ void BM_decode(benchmark::State& state, shape s) {
   fam::thread_pool pool(s.threads);
   if (s.threads > 1) be.parallel = pool.hook();
   const std::size_t ring_bytes = std::size_t(2 * s.Hkv * (s.M + 1) * s.B * s.D) * sizeof(T);
-  const std::size_t layers = ((std::size_t(256) << 20) + ring_bytes - 1) / ring_bytes;
+  const std::size_t layers = ((decode_mib() << 20) + ring_bytes - 1) / ring_bytes;
   const index_t F = cfg.fam_len(), L = (s.M + 1) * s.B;
   std::vector<fam::layer_state<config, T>> st(layers);
   const std::vector<T> x = random_values<T>(L * s.H * s.D, 5),
