@@ -98,9 +98,9 @@ inline constexpr int value_rows = 6;
 ///   GB/s on the AVX-512 machine);
 /// - with 16 registers, the prefill kernels, and the kernels prefetch the next tile one cache
 ///   line per step of their inner loops, spread over this tile's work (AVX2, Zen 3: fp32 decode
-///   21 -> 17 ms per token, bf16 36 -> 22 ms; the rows-in-long-runs shapes it replaces widened
-///   each bf16 value up to 4 times). Not measured on AVX-512, where an earlier prefetch of whole
-///   tiles at once was slower, so it stays off there.
+///   18.8-20.7 -> 15.8-17.7 ms per token, bf16 34-36 -> 25-26 ms; the rows-in-long-runs shapes
+///   it replaces widened each bf16 value up to 4 times). Not measured on AVX-512, where an
+///   earlier prefetch of whole tiles at once was slower, so it stays off there.
 template <class Arch>
 inline constexpr bool streamed_value_runs = width<Arch> >= 16;
 template <class Arch>
