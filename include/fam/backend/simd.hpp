@@ -106,7 +106,7 @@ inline constexpr bool streamed_value_runs = width<Arch> >= 16;
 template <class Arch>
 inline constexpr int streamed_value_vectors = 8;
 template <class Arch>
-inline constexpr bool prefetch_next_tile = width<Arch> < 16;
+inline constexpr bool prefetch_next_tile = !streamed_value_runs<Arch>;  // the other answer
 inline constexpr index_t cache_line = 64;
 
 /// The cache lines [next, end) of the tile after the current one, handed out one at a time to
