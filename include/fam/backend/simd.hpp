@@ -109,12 +109,12 @@ template <class Arch>
 inline constexpr bool prefetch_next_tile = !streamed_value_runs<Arch>;  // the other answer
 inline constexpr index_t cache_line = 64;
 
-/// The cache lines [next, end) of the tile after the current one, handed out one at a time to
+/// The cache lines [next, last] of the tile after the current one, handed out one at a time to
 /// the steps of the kernels' inner loops by a prefetch_cursor (see prefetch_next_tile). A hint:
 /// changes no value.
 struct next_tile_lines {
   const char* next = nullptr;
-  const char* end = nullptr;
+  const char* last = nullptr;
 };
 
 /// A kernel's copy of next_tile_lines, kept in registers: one prefetch per step without a
@@ -125,8 +125,8 @@ struct prefetch_cursor {
   next_tile_lines* from = nullptr;
   explicit prefetch_cursor(next_tile_lines* n) noexcept : from(n) {
     if (n != nullptr) {
-      last = n->end - cache_line;
-      at = n->next < last ? n->next : last;
+      at = n->next;
+      last = n->last;
     }
   }
   void step() noexcept {
@@ -404,11 +404,13 @@ struct fp32_tiles {
     next_k = next_v = next_tile_lines{};
     if (prefetch_next_tile<Arch> && direct && span.k_tile == key_tile &&
         span.v_stride == head_dim && j0 + 2 * key_tile <= span.count) {
-      const auto bytes = static_cast<std::size_t>(key_tile * head_dim) * sizeof(TK);
+      static_assert(key_tile * sizeof(TK) % cache_line == 0, "a tile is whole lines per dim");
+      const auto last_line =
+          static_cast<std::size_t>(key_tile * head_dim) * sizeof(TK) - cache_line;
       const char* k = reinterpret_cast<const char*>(span.key(j0 + key_tile));
       const char* v = reinterpret_cast<const char*>(span.v + (j0 + key_tile) * head_dim);
-      next_k = next_tile_lines{k, k + bytes};
-      next_v = next_tile_lines{v, v + bytes};
+      next_k = next_tile_lines{k, k + last_line};
+      next_v = next_tile_lines{v, v + last_line};
     }
     if constexpr (std::is_same_v<TK, float>) {
       vtile = span.v + j0 * span.v_stride;
