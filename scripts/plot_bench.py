@@ -71,6 +71,11 @@ def bar_chart(runs, prefix, key, ylabel, path, title):
     plt.close(fig)
 
 
+def per_token(r):
+    """A scaling run's per-token time: the median of its last blocks (older runs: the last)."""
+    return r.get("us_per_token", r["last_block_us_per_token"])
+
+
 def scaling_chart(path_in, path_out):
     if not os.path.exists(path_in):
         return
@@ -85,14 +90,14 @@ def scaling_chart(path_in, path_out):
         by_config[(r["variant"], r["tokens"])].append(r)
     rows = []
     for runs in by_config.values():
-        runs.sort(key=lambda r: r.get("us_per_token", r["last_block_us_per_token"]))
+        runs.sort(key=per_token)
         best = [r["fastest_us_per_token"] for r in runs if "fastest_us_per_token" in r]
         rows.append(dict(runs[(len(runs) - 1) // 2], runs=len(runs),
                          best_us_per_token=min(best) if best else None))
     print("\nscaling (median run of each configuration, and the fastest block of all its runs):")
     for r in sorted(rows, key=lambda r: (r["variant"], r["tokens"])):
         best = r["best_us_per_token"]
-        print(f'  {r["variant"]:5s} {r["tokens"]:8d} tokens: {r.get("us_per_token", 0):9.2f} µs/token '
+        print(f'  {r["variant"]:5s} {r["tokens"]:8d} tokens: {per_token(r):9.2f} µs/token '
               f'(fastest block {best if best is not None else float("nan"):9.2f}), peak RSS '
               f'{r["peak_rss_mib"]:6.1f} MiB, {r["runs"]} run(s)')
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -100,7 +105,7 @@ def scaling_chart(path_in, path_out):
         pts = sorted((r["tokens"], r) for r in rows if r["variant"] == v)
         if not pts:
             continue
-        line = a.plot([p[0] for p in pts], [p[1].get("us_per_token", p[1]["last_block_us_per_token"]) for p in pts], "o-", label=v)
+        line = a.plot([p[0] for p in pts], [per_token(p[1]) for p in pts], "o-", label=v)
         if all(p[1]["best_us_per_token"] is not None for p in pts):
             a.plot([p[0] for p in pts], [p[1]["best_us_per_token"] for p in pts], "x--",
                    color=line[0].get_color(), label=v + ", fastest block of the runs")
